@@ -1,0 +1,209 @@
+"""AER — Adaptive Entropy Regularization (arXiv 2510.10959), as a small controller.
+
+The paper's three components, each switchable so every ablation row is one override:
+
+1. **Difficulty-aware allocation** (``allocation``). Each prompt gets a weight w(acc) from its
+   group accuracy acc ∈ [0, 1] (the share of its n rollouts that were correct):
+     - ``"linear"``  (default): w = 1 − acc — harder prompts get more entropy pressure, a prompt
+       the policy always solves gets none;
+     - ``"threshold"``: w = 1 if acc < τ else 0 — only "hard" prompts (τ = 0.4, the value the
+       one third-party summary reports) are regularised;
+     - ``"none"``: w = 1 for every prompt (the "without allocation" ablation).
+   With ``normalize_weights`` the weights are rescaled to mean 1 over the batch's responses,
+   so α_t keeps the meaning "batch-average bonus coefficient" and the allocation ablation is
+   compared at equal total pressure.
+2. **Initial-anchored target** (``anchor``). H* = ρ·H₀ with ρ ∈ (0, 1): the abstract says
+   balanced exploration keeps entropy in a moderate range *below* its initial level. H₀ is the
+   mean batch token entropy of the first ``anchor_steps`` updates (a one-step H₀ is noisy, ±0.03
+   nats at 128 samples in our probe). Without anchor, H* = ``target_entropy`` (absolute).
+3. **Dynamic global coefficient** (``adaptive``). Every step, with the smoothed entropy
+   H̄_t = λ·H̄_{t−1} + (1 − λ)·H_t and error e_t = H* − H̄_t:
+       I_t = clip(I_{t−1} + η·e_t, α_min, α_max)      (integral, anti-windup by the clip)
+       α_t = clip(I_t + κ·e_t,     α_min, α_max)      (plus an optional proportional term)
+   so α rises while entropy is below target and falls while above. ``adaptive: false`` keeps
+   α_t = α_init (the "fixed α" ablation).
+
+The per-token bonus coefficient is e_t = α_t · w(prompt of t); the loss subtracts
+agg(e ⊙ H) (:func:`entropy_rl.losses.compute_policy_loss`).
+
+Defaults and why (the method section was not available to us; these are documented
+assumptions, measured only at toy scale in ``shared/entropy-probe.md``): ρ = 0.6, η = 0.1 per
+nat, α ∈ [0, 0.1] — the probe's best-behaved setting held entropy at H* with a mean |H − H*|
+of 0.03 nats, while a looser cap (α ≤ 0.5, η = 0.2) overshot into an entropy spike. α_init = 0:
+the bonus only switches on once entropy falls below H*. λ = 0.5 smooths per-step noise
+without adding more than a step of lag. κ = 0.2: the probe found an integral-only update lags
+and oscillates; on the closed-loop test plant (tests/test_aer.py) the proportional term cut the
+mean |H − H*| from 0.024 to about 0.015 nats. ``kp: 0`` gives the probe's integral-only rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+
+
+@dataclass(frozen=True)
+class AERConfig:
+    """Knobs of AER, each with its paper symbol.
+
+    Attributes:
+        allocation: ``"linear"`` | ``"threshold"`` | ``"none"`` — difficulty-aware w(acc).
+        tau: τ, accuracy below which a prompt counts as hard (``threshold`` allocation).
+        normalize_weights: rescale w to mean 1 over the batch's responses.
+        anchor: H* = ρ·H₀ (True) or H* = ``target_entropy`` (False).
+        rho: ρ ∈ (0, 1), target ratio to the initial entropy.
+        anchor_steps: number of first updates whose mean entropy is H₀.
+        target_entropy: absolute H* in nats, used when ``anchor`` is False.
+        adaptive: move α_t every step (True) or keep α_t = α_init (False).
+        alpha_init: α_0.
+        eta: η, integral gain (α per nat of entropy error per step).
+        kp: κ, proportional gain.
+        alpha_min, alpha_max: bounds of α_t.
+        ema: λ, smoothing of the measured entropy (0 = none).
+    """
+
+    allocation: Literal["linear", "threshold", "none"] = "linear"
+    tau: float = 0.4
+    normalize_weights: bool = True
+    anchor: bool = True
+    rho: float = 0.6
+    anchor_steps: int = 3
+    target_entropy: float | None = None
+    adaptive: bool = True
+    alpha_init: float = 0.0
+    eta: float = 0.1
+    kp: float = 0.2
+    alpha_min: float = 0.0
+    alpha_max: float = 0.1
+    ema: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.allocation not in ("linear", "threshold", "none"):
+            raise ValueError(f"AERConfig.allocation must be linear|threshold|none, got {self.allocation!r}")
+        if self.anchor and not 0.0 < self.rho < 1.0:
+            raise ValueError(f"AERConfig.rho (ρ) must be in (0, 1), got {self.rho}")
+        if self.anchor and self.anchor_steps < 1:
+            raise ValueError(f"AERConfig.anchor_steps must be >= 1, got {self.anchor_steps}")
+        if not self.anchor and (self.target_entropy is None or self.target_entropy < 0):
+            raise ValueError("AERConfig.anchor=False needs target_entropy (H*, nats) >= 0")
+        if not 0.0 <= self.alpha_min <= self.alpha_max:
+            raise ValueError(f"AERConfig needs 0 <= alpha_min <= alpha_max, got {self.alpha_min}, {self.alpha_max}")
+        if not self.alpha_min <= self.alpha_init <= self.alpha_max:
+            raise ValueError(f"AERConfig.alpha_init must lie in [alpha_min, alpha_max], got {self.alpha_init}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"AERConfig.ema (λ) must be in [0, 1), got {self.ema}")
+        if self.eta < 0 or self.kp < 0:
+            raise ValueError(f"AERConfig gains must be >= 0, got eta={self.eta}, kp={self.kp}")
+
+
+def difficulty_weights(accuracy: torch.Tensor, cfg: AERConfig) -> torch.Tensor:
+    """w(acc) per response (or prompt), from its prompt's group accuracy in [0, 1]."""
+    acc = accuracy.float().clamp(0.0, 1.0)
+    if cfg.allocation == "linear":
+        w = 1.0 - acc
+    elif cfg.allocation == "threshold":
+        w = (acc < cfg.tau).float()
+    else:
+        w = torch.ones_like(acc)
+    if cfg.normalize_weights:
+        # mean 1 over the batch; an all-solved batch keeps all-zero weights (no bonus at all)
+        w = w / torch.clamp(w.mean(), min=1e-12) * (w.sum() > 0)
+    return w
+
+
+class AERController:
+    """Holds α_t, H₀ and H*; call :meth:`step` once per training step, before the update.
+
+    Typical use in a trainer::
+
+        metrics = aer.step(batch_token_entropy)           # moves α_t
+        coef = aer.token_coefficients(group_acc, mask)    # (B, T) e_t for the loss
+    """
+
+    def __init__(self, cfg: AERConfig) -> None:
+        self.cfg = cfg
+        self.alpha = cfg.alpha_init
+        self.integral = cfg.alpha_init
+        self.steps = 0
+        self.h0: float | None = None
+        self._h0_sum = 0.0
+        self._h0_count = 0
+        self.h_smooth: float | None = None
+
+    @property
+    def target(self) -> float | None:
+        """H*; None while H₀ is still being measured."""
+        if not self.cfg.anchor:
+            return self.cfg.target_entropy
+        return None if self.h0 is None else self.cfg.rho * self.h0
+
+    def step(self, entropy: float) -> dict[str, float]:
+        """Feed the batch's mean token entropy H_t (nats); update H₀ / α_t; return metrics."""
+        entropy = float(entropy)
+        if not math.isfinite(entropy) or entropy < 0:
+            raise ValueError(f"AERController.step: entropy must be a finite value >= 0, got {entropy}")
+        cfg = self.cfg
+        self.steps += 1
+        lam = cfg.ema
+        self.h_smooth = entropy if self.h_smooth is None else lam * self.h_smooth + (1 - lam) * entropy
+
+        if cfg.anchor and self.h0 is None:
+            self._h0_sum += entropy
+            self._h0_count += 1
+            if self._h0_count >= cfg.anchor_steps:
+                self.h0 = self._h0_sum / self._h0_count  # anchored once, never moved again
+
+        target = self.target
+        error = 0.0
+        if cfg.adaptive and target is not None:
+            error = target - self.h_smooth
+            self.integral = min(max(self.integral + cfg.eta * error, cfg.alpha_min), cfg.alpha_max)
+            self.alpha = min(max(self.integral + cfg.kp * error, cfg.alpha_min), cfg.alpha_max)
+
+        return {
+            "aer/alpha": self.alpha,
+            "aer/target_entropy": float("nan") if target is None else target,
+            "aer/h0": float("nan") if self.h0 is None else self.h0,
+            "aer/entropy": entropy,
+            "aer/entropy_smoothed": self.h_smooth,
+            "aer/error": error,
+        }
+
+    def prompt_weights(self, accuracy: torch.Tensor) -> torch.Tensor:
+        """w(prompt) for each response, from its prompt's group accuracy."""
+        return difficulty_weights(accuracy, self.cfg)
+
+    def token_coefficients(self, accuracy: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+        """e_t = α_t · w(prompt) on every valid response token, (B, T); 0 on padding."""
+        w = self.prompt_weights(accuracy).to(response_mask.device)
+        return self.alpha * w[:, None] * (response_mask != 0).float()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.cfg),
+            "alpha": self.alpha,
+            "integral": self.integral,
+            "steps": self.steps,
+            "h0": self.h0,
+            "h0_sum": self._h0_sum,
+            "h0_count": self._h0_count,
+            "h_smooth": self.h_smooth,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("config") != asdict(self.cfg):
+            # A resumed run with other AER knobs is a different experiment: say so.
+            raise ValueError(
+                f"AERController.load_state_dict: checkpoint config {state.get('config')} "
+                f"differs from the running config {asdict(self.cfg)}"
+            )
+        self.alpha = float(state["alpha"])
+        self.integral = float(state["integral"])
+        self.steps = int(state["steps"])
+        self.h0 = None if state["h0"] is None else float(state["h0"])
+        self._h0_sum = float(state["h0_sum"])
+        self._h0_count = int(state["h0_count"])
+        self.h_smooth = None if state["h_smooth"] is None else float(state["h_smooth"])

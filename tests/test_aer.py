@@ -1,0 +1,150 @@
+"""AER controller: direction of α, bounds, one-time anchor, allocation, state, closed loop."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from entropy_rl.aer import AERConfig, AERController, difficulty_weights
+
+
+def anchored(h0=1.0, **kw):
+    cfg = AERConfig(anchor_steps=2, ema=0.0, **kw)
+    c = AERController(cfg)
+    c.step(h0)
+    c.step(h0)
+    return c
+
+
+def test_alpha_rises_below_target_and_falls_above():
+    c = anchored(alpha_init=0.05, rho=0.5)  # H* = 0.5
+    a0 = c.alpha
+    for _ in range(3):
+        c.step(0.3)  # below target
+    assert c.alpha > a0
+    a1 = c.alpha
+    for _ in range(3):
+        c.step(0.8)  # above target
+    assert c.alpha < a1
+
+
+def test_alpha_stays_in_bounds():
+    c = anchored(alpha_min=0.01, alpha_max=0.05, alpha_init=0.02, eta=10.0, kp=5.0)
+    seen = []
+    for h in [0.0] * 20 + [5.0] * 20 + [0.0, 5.0] * 10:
+        c.step(h)
+        seen.append(c.alpha)
+    assert min(seen) == pytest.approx(0.01) and max(seen) == pytest.approx(0.05)
+    assert all(0.01 - 1e-12 <= a <= 0.05 + 1e-12 for a in seen)
+
+
+def test_h0_anchored_once_from_first_steps():
+    c = AERController(AERConfig(anchor_steps=3, rho=0.5, alpha_init=0.0, ema=0.0))
+    m = c.step(1.0)
+    assert c.h0 is None and c.target is None and c.alpha == 0.0 and m["aer/h0"] != m["aer/h0"]  # NaN
+    c.step(2.0)
+    c.step(3.0)
+    assert c.h0 == pytest.approx(2.0) and c.target == pytest.approx(1.0)
+    for h in [0.1, 9.0, 0.5]:
+        c.step(h)
+    assert c.h0 == pytest.approx(2.0), "H0 must never move after anchoring"
+
+
+def test_alpha_constant_before_anchor_and_when_not_adaptive():
+    c = AERController(AERConfig(anchor_steps=5, alpha_init=0.03))
+    for h in [0.1, 0.1, 0.1, 0.1]:
+        c.step(h)
+    assert c.alpha == 0.03
+    fixed = AERController(AERConfig(adaptive=False, alpha_init=0.04, anchor_steps=1))
+    for h in [0.0, 3.0, 0.0, 3.0]:
+        fixed.step(h)
+    assert fixed.alpha == 0.04
+
+
+def test_no_anchor_uses_absolute_target():
+    c = AERController(AERConfig(anchor=False, target_entropy=0.4, ema=0.0))
+    assert c.target == 0.4
+    c.step(0.2)
+    assert c.alpha == pytest.approx(0.1 * 0.2 + 0.2 * 0.2)  # η·e + κ·e, e = H* − H = 0.2
+    with pytest.raises(ValueError, match="target_entropy"):
+        AERConfig(anchor=False)
+
+
+def test_update_rule_exact():
+    c = AERController(AERConfig(anchor_steps=1, rho=0.5, eta=0.2, kp=0.5, ema=0.5, alpha_max=1.0))
+    c.step(1.0)  # H0 = 1, H* = 0.5, smooth 1.0 → e = −0.5: clipped at 0
+    assert c.alpha == 0.0 and c.integral == 0.0
+    c.step(0.0)  # smooth 0.5 → e = 0
+    assert c.alpha == 0.0
+    c.step(0.0)  # smooth 0.25 → e = 0.25: I = 0.05, α = 0.05 + 0.125
+    assert c.integral == pytest.approx(0.05) and c.alpha == pytest.approx(0.175)
+
+
+def test_difficulty_weights():
+    acc = torch.tensor([1.0, 1.0, 0.5, 0.5, 0.0, 0.0])
+    lin = difficulty_weights(acc, AERConfig(normalize_weights=False))
+    assert lin.tolist() == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]
+    norm = difficulty_weights(acc, AERConfig())
+    assert norm.mean().item() == pytest.approx(1.0) and norm[0] == 0 and norm[4] > norm[2]
+    thr = difficulty_weights(torch.tensor([0.0, 0.3, 0.4, 0.9]), AERConfig(allocation="threshold", normalize_weights=False))
+    assert thr.tolist() == [1.0, 1.0, 0.0, 0.0]
+    none = difficulty_weights(acc, AERConfig(allocation="none"))
+    assert torch.all(none == 1.0)
+    solved = difficulty_weights(torch.ones(4), AERConfig())
+    assert torch.all(solved == 0.0), "a batch the policy always solves gets no bonus"
+
+
+def test_token_coefficients_shape_and_mask():
+    c = AERController(AERConfig(alpha_init=0.05, normalize_weights=False))
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    coef = c.token_coefficients(torch.tensor([0.0, 0.5]), mask)
+    torch.testing.assert_close(coef, torch.tensor([[0.05, 0.05, 0.0], [0.025, 0.0, 0.0]]))
+
+
+def test_state_round_trip_continues_identically():
+    cfg = AERConfig(anchor_steps=2, kp=0.3)
+    a, b = AERController(cfg), None
+    hs = [1.0, 0.9, 0.7, 0.5, 0.45, 0.4, 0.6, 0.3, 0.2, 0.5]
+    for h in hs[:5]:
+        a.step(h)
+    b = AERController(cfg)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    for h in hs[5:]:
+        assert a.step(h) == b.step(h)
+    assert a.state_dict() == b.state_dict()
+    with pytest.raises(ValueError, match="differs"):
+        AERController(AERConfig(rho=0.7)).load_state_dict(a.state_dict())
+
+
+def test_rejects_bad_inputs():
+    c = AERController(AERConfig())
+    with pytest.raises(ValueError, match="finite"):
+        c.step(float("nan"))
+    with pytest.raises(ValueError, match="rho"):
+        AERConfig(rho=1.5)
+    with pytest.raises(ValueError, match="alpha_init"):
+        AERConfig(alpha_init=0.5, alpha_max=0.1)
+
+
+def test_closed_loop_holds_entropy_near_target():
+    """A collapsing plant: H_{t+1} = H_t − d·H_t + g·α_t + noise. GRPO alone (α = 0) collapses;
+    the controller must hold H near H* = ρ·H0 without blowing up."""
+    gen = torch.Generator().manual_seed(0)
+
+    def run(cfg, steps=300):
+        c, h, trace = AERController(cfg), 0.36, []
+        for _ in range(steps):
+            c.step(h)
+            h = max(0.0, h - 0.02 * h + 0.25 * c.alpha + 0.005 * torch.randn(1, generator=gen).item())
+            trace.append(h)
+        return c, trace
+
+    _, grpo = run(AERConfig(adaptive=False, alpha_init=0.0))
+    assert grpo[-1] < 0.36 * 0.2, "the plant collapses without a bonus"
+    c, tr = run(AERConfig(rho=0.6))
+    tail = tr[150:]
+    mean_err = sum(abs(h - c.target) for h in tail) / len(tail)
+    assert mean_err < 0.02, mean_err
+    assert max(tail) < c.h0, "entropy must stay below its initial level (no explosion)"
