@@ -1,0 +1,823 @@
+"""Verifiable final answers: extraction, a cheap canonical form, bounded equivalence.
+
+Model output is untrusted and can be megabytes long, so everything here is built to be
+linear-time in the parent process and *time-bounded* for the symbolic part:
+
+- :func:`extract_answer` — the last balanced ``\\boxed{...}`` / ``\\fbox{...}`` (or a
+  final ``Answer: ...`` line); one linear brace scan, no regex recursion.
+- :func:`normalize_answer` — a cheap canonical string. Two answers with the same
+  normal form are equivalent without symbolic work; it is also the clustering key.
+- :func:`is_equivalent` / :func:`equivalent_pairs` — mathematical equivalence via
+  math-verify (which uses sympy). The symbolic check never runs in the caller's
+  process: it runs in a warm, long-lived worker subprocess that is killed and replaced
+  when it overruns ``timeout``. math-verify's own timeouts use ``signal.alarm``, which
+  raises outside the main thread, so inside the worker they are disabled
+  (``parsing_timeout=None`` / ``timeout_seconds=None``) and the parent enforces the
+  deadline. This makes every call safe from threads, asyncio loops and Ray workers.
+  Workers are ``python -c`` subprocesses (fork+exec, like multiprocessing's "spawn",
+  never a bare fork of a threaded parent) that load this file by path and speak JSON
+  lines: unlike multiprocessing they never re-import the caller's ``__main__`` and never
+  unpickle anything. Up to :data:`MAX_WORKERS` (env ``ENTROPY_RL_VERIFY_WORKERS``)
+  start on demand, one per concurrent caller; each is capped at
+  :data:`WORKER_MEMORY_LIMIT` bytes, exits when its parent dies, and is killed at exit.
+
+Nothing here calls ``eval``/``exec``/``sympify`` on the text; math-verify parses LaTeX
+with its ANTLR grammar and hands only digit/operator strings to sympy's ``parse_expr``.
+
+Decisions (documented because they change rewards):
+
+- Percent: ``\\%``/``%`` is stripped, so ``50\\%`` == ``50`` and ``50\\%`` != ``0.5``.
+  Accepting both would make equivalence non-transitive (``50`` != ``0.5``), which breaks
+  clustering; datasets (MATH, DAPO) state percentages as the number before ``%``.
+- Degrees (``^\\circ``), ``\\text{...}`` wrappers, ``$``, spacing macros and a short list
+  of trailing unit words after a number (``5 cm`` -> ``5``) are stripped.
+- Pure-letter answers are compared case-insensitively (``\\text{Monday}`` == ``monday``;
+  single letters too: ``(A)`` == ``a``).
+- Tuples are ordered (``(1,2)`` != ``(2,1)``); sets ``\\{..\\}`` and bare lists ``1,2``
+  are unordered, as in math-verify.
+- Answers whose normal form is longer than :data:`MAX_SYMBOLIC_CHARS` (1000) are
+  compared by normal form only; longer than :data:`MAX_NORMALIZE_CHARS` (100k) by the
+  stripped raw string only. Real final answers are far shorter.
+- A check that times out (or crashes the worker) counts as *not equivalent* and is
+  cached as such.
+- ``is_equivalent(pred, gold)`` passes ``gold`` as math-verify's gold side; math-verify is
+  asymmetric only in rare cases (equations and relations vs intervals).
+
+Timing (measured on a 2-core CPU box, warm worker): pairs decided by normal form or as
+plain numbers take ~10-20 us (no worker round-trip); a worker round-trip is ~0.3 ms
+including a trivial math-verify check, and math-verify itself takes ~1-100 ms on a new
+symbolic pair (results are cached); 2016 pairs of 64 mostly symbolic distinct answers
+took ~6 s in one :func:`equivalent_pairs` call. A cold worker start (python + sympy +
+math-verify import + warm-up) takes ~0.5 s and is not counted against ``timeout``; a
+killed worker is replaced at once and warms up in the background. Hostile inputs:
+``3^{3^{3^{3^3}}}`` and ``10^{10^{10}}`` overrun and return ``False`` at 2.01 s; a
+10 MB string, 100k nested braces, ``\\boxed{`` x 100k or a 400-deep ``\\frac`` nest
+return in under 15 ms (length bounds).
+
+Linux/POSIX only (``select.poll`` on pipes, ``resource`` limits in the worker).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from functools import lru_cache
+
+__all__ = [
+    "MAX_NORMALIZE_CHARS",
+    "MAX_SYMBOLIC_CHARS",
+    "equivalent_pairs",
+    "extract_answer",
+    "is_equivalent",
+    "normalize_answer",
+    "shutdown_workers",
+    "warm_up",
+]
+
+#: Normal forms longer than this are compared as strings only (no symbolic check).
+MAX_SYMBOLIC_CHARS = 1000
+#: Raw answers longer than this are not even normalized (``strip()`` equality only).
+MAX_NORMALIZE_CHARS = 100_000
+#: Extraction looks only at this many trailing characters of a response: the final
+#: answer sits at the end, and the bound keeps a 10 MB output at a few milliseconds.
+EXTRACT_WINDOW_CHARS = 200_000
+
+DEFAULT_TIMEOUT = 2.0
+#: Seconds a fresh worker may take to import sympy/math-verify and warm up.
+STARTUP_TIMEOUT = float(os.environ.get("ENTROPY_RL_VERIFY_STARTUP_TIMEOUT", "60"))
+#: Upper bound on concurrent worker processes (spawned on demand, one per busy caller).
+MAX_WORKERS = int(
+    os.environ.get("ENTROPY_RL_VERIFY_WORKERS", str(max(1, min(4, (os.cpu_count() or 2) // 2))))
+)
+#: Address-space cap for a worker (bytes); stops ``10**10**10``-style blow-ups from
+#: eating the node's memory before the deadline kills it. 0 disables.
+WORKER_MEMORY_LIMIT = int(os.environ.get("ENTROPY_RL_VERIFY_MEMORY_LIMIT", str(3 << 30)))
+
+_BATCH_CHUNK = 256  # pairs per request line: keeps one pipe write bounded
+
+# --------------------------------------------------------------------------------------
+# Extraction
+# --------------------------------------------------------------------------------------
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_BRACE_RE = re.compile(r"[{}]")
+# Answer line: "Answer: x", "**Answer:** x", "Final answer: x". `[ \t]` (not `\s`) keeps
+# the pattern from spanning lines, which would make it quadratic on blank-line floods.
+_ANSWER_LINE_RE = re.compile(
+    r"^[ \t>#*_]*(?:final[ \t]+)?answer[ \t]*(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?(.*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_HOPE_RE = re.compile(r"\.?[ \t]*I hope it is correct[ \t.!]*$", re.IGNORECASE)  # Minerva format
+_ANSWER_PREFIX_RE = re.compile(r"(?:the\s+)?(?:final\s+)?answer\s+is\s*:?\s*", re.IGNORECASE)
+
+
+def _match_braces(s: str) -> dict[int, int]:
+    """Map each balanced ``{`` position to its ``}``: one linear pass with a stack."""
+    stack: list[int] = []
+    match: dict[int, int] = {}
+    for m in _BRACE_RE.finditer(s):
+        i = m.start()
+        if s[i] == "{":
+            # an escaped brace (\{) is a literal set brace; it still nests, so count it
+            stack.append(i)
+        elif stack:
+            match[stack.pop()] = i
+    return match
+
+
+def _boxed_content(s: str) -> str | None:
+    """Content of the last box in ``s`` that is closed (an unbalanced box is skipped)."""
+    boxes = [m.end() for m in _BOX_RE.finditer(s)]
+    if not boxes:
+        return None
+    match = _match_braces(s)
+    n = len(s)
+    for j in reversed(boxes):
+        k = j
+        while k < n and s[k] in " \t":
+            k += 1
+        if k < n and s[k] == "{":
+            close = match.get(k)
+            if close is None:
+                continue
+            content = s[k + 1 : close].strip()
+        elif k > j:  # `\boxed 5` style: one token after whitespace
+            m = re.match(r"[^\s$]+", s[k : k + 1000])
+            content = m.group(0) if m else ""
+        else:
+            continue
+        if content:
+            return content
+    return None
+
+
+def extract_answer(text: str | None) -> str | None:
+    """The final answer of a model response, or ``None``.
+
+    The content of the last balanced ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces
+    kept; ``\\boxed 5`` also accepted; unbalanced or empty boxes skipped); otherwise the
+    text of the last ``Answer: ...`` line (case-insensitive, ``**Answer:**`` and
+    ``Final answer:`` too; trailing period and ``$`` stripped). Only the last
+    :data:`EXTRACT_WINDOW_CHARS` characters are scanned, in linear time.
+    """
+    if not text:
+        return None
+    if not isinstance(text, str):
+        text = str(text)
+    if len(text) > EXTRACT_WINDOW_CHARS:
+        text = text[-EXTRACT_WINDOW_CHARS:]
+    boxed = _boxed_content(text)
+    if boxed is not None:
+        return boxed
+    last = None
+    for m in _ANSWER_LINE_RE.finditer(text):
+        last = m
+    if last is None:
+        return None
+    ans = last.group(1).strip()
+    m = _ANSWER_PREFIX_RE.match(ans)  # "Final Answer: The final answer is 3"
+    if m:
+        ans = ans[m.end() :]
+    ans = _HOPE_RE.sub("", ans)
+    # strip markdown bold, math delimiters and the sentence's full stop
+    for _ in range(3):
+        ans = ans.strip().strip("*").strip()
+        if ans.endswith("."):
+            ans = ans[:-1]
+        ans = ans.strip("$").strip()
+        if ans.startswith("\\(") and ans.endswith("\\)"):
+            ans = ans[2:-2]
+        if ans.startswith("\\[") and ans.endswith("\\]"):
+            ans = ans[2:-2]
+    return ans or None
+
+
+# --------------------------------------------------------------------------------------
+# Normalization
+# --------------------------------------------------------------------------------------
+
+_WRAP_CMDS = r"text|textbf|textit|textrm|textsf|texttt|textnormal|mathrm|mathbf|mathit|mathsf|mbox|hbox|operatorname|boldsymbol"
+_TEXT_RE = re.compile(r"\\(?:" + _WRAP_CMDS + r")\s*\{([^{}]*)\}")
+_SPACE_CMDS_RE = re.compile(r"\\(?:,|;|:|quad|qquad|enspace|thinspace|medspace|thickspace)(?![A-Za-z])|\\ |~")
+_NEG_SPACE_RE = re.compile(r"\\!|\\(?:displaystyle|textstyle|limits|nolimits)(?![A-Za-z])")
+_LEFTRIGHT_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|big|Big|bigg|Bigg)(?![A-Za-z])")
+_DFRAC_RE = re.compile(r"\\[dt]frac(?![A-Za-z])")
+_DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|\\degree(?![A-Za-z])|°")
+_PERCENT_RE = re.compile(r"\\?%")
+_FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*(\d)")
+_FRAC_SHORT1_RE = re.compile(r"\\frac\s*(\d)\s*\{")
+_FRAC_SHORT2_RE = re.compile(r"\\frac\s*\{([^{}]*)\}\s*(\d)")
+_SQRT_SHORT_RE = re.compile(r"\\sqrt\s*(\d|[A-Za-z](?![A-Za-z]))")
+_THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_UNITS = (
+    r"square\s+units?|sq\.?\s+units?|units?|dollars?|cents?|degrees?|deg|radians?|"
+    r"percent|points?|"
+    r"mm|cm|km|m|meters?|metres?|centimeters?|millimeters?|kilometers?|"
+    r"inch(?:es)?|in|ft|feet|foot|yards?|yd|miles?|mi|"
+    r"kg|g|grams?|kilograms?|lbs?|pounds?|ounces?|oz|liters?|litres?|ml|"
+    r"seconds?|secs?|s|minutes?|mins?|hours?|hrs?|h|days?|weeks?|months?|years?|mph"
+)
+_NUMBER_UNIT_RE = re.compile(
+    r"([-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:/\d+)?|\\frac\{-?\d+\}\{\d+\})"
+    r"(?:\s+|(?<=\d)(?=[A-Za-z]{2}))(?:" + _UNITS + r")(?:\^\{?[23]\}?|\s*\^?[23])?",
+    re.IGNORECASE,
+)
+_PLAIN_TEXT_RE = re.compile(r"[A-Za-z][A-Za-z '\-]*")
+_CHOICE_RE = re.compile(r"\(([A-Za-z])\)")
+_CMD_SPACE_RE = re.compile(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])")
+_WS_RE = re.compile(r"\s+")
+
+
+def _unwrap_whole_box(s: str) -> str:
+    """``\\boxed{X}`` -> ``X`` when the box spans the whole string (gold answers)."""
+    for _ in range(3):
+        m = _BOX_RE.match(s)
+        if not m:
+            return s
+        k = m.end()
+        while k < len(s) and s[k] == " ":
+            k += 1
+        if k >= len(s) or s[k] != "{":
+            return s
+        close = _match_braces(s).get(k)
+        if close != len(s) - 1:
+            return s
+        s = s[k + 1 : close].strip()
+    return s
+
+
+@lru_cache(maxsize=8192)
+def normalize_answer(ans: str) -> str:
+    """A cheap canonical form of a final answer (the clustering key; no symbolic work).
+
+    Strips whitespace, ``$``, a whole-string ``\\boxed{}``, ``\\left``/``\\right``,
+    spacing macros, ``^\\circ``, ``\\%``, ``\\text{}``-style wrappers, trailing unit words
+    after a number and a trailing period; ``\\dfrac``/``\\tfrac`` -> ``\\frac``,
+    ``\\frac12`` -> ``\\frac{1}{2}``, ``**`` -> ``^``, ``1,000`` -> ``1000``; pure-letter
+    answers are lowercased. Equal normal forms imply equivalent answers. Linear time.
+    """
+    if ans is None:
+        return ""
+    s = str(ans).strip()
+    if len(s) > MAX_NORMALIZE_CHARS:
+        return s
+    s = _unwrap_whole_box(s)
+    s = s.replace("\\$", "").replace("$", "")
+    if (s.startswith("\\(") and s.endswith("\\)")) or (s.startswith("\\[") and s.endswith("\\]")):
+        s = s[2:-2]
+    s = _NEG_SPACE_RE.sub("", s)
+    s = _SPACE_CMDS_RE.sub(" ", s)
+    s = _LEFTRIGHT_RE.sub("", s)
+    s = _DFRAC_RE.sub(r"\\frac", s)
+    s = _DEGREE_RE.sub("", s)
+    s = _PERCENT_RE.sub("", s)
+    for _ in range(4):  # nested wrappers: \text{\textbf{x}}
+        s2 = _TEXT_RE.sub(r"\1", s)
+        if s2 == s:
+            break
+        s = s2
+    s = s.replace("{,}", ",").replace("**", "^")
+    s = s.strip()
+    m = _NUMBER_UNIT_RE.fullmatch(s)
+    if m:
+        s = m.group(1)
+    s = s.strip().rstrip(".").strip()
+    if _THOUSANDS_RE.fullmatch(s):
+        s = s.replace(",", "")
+    if s.startswith("+") and s[1:2].isdigit():
+        s = s[1:]
+    m = _CHOICE_RE.fullmatch(s)
+    if m:
+        s = m.group(1)
+    if _PLAIN_TEXT_RE.fullmatch(s):
+        s = s.lower()
+    s = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
+    s = _FRAC_SHORT1_RE.sub(r"\\frac{\1}{", s)
+    s = _FRAC_SHORT2_RE.sub(r"\\frac{\1}{\2}", s)
+    s = _SQRT_SHORT_RE.sub(r"\\sqrt{\1}", s)
+    # Drop whitespace, except the one space that separates a control word from a
+    # following letter (`\pi r` must not become `\pir`).
+    s = _CMD_SPACE_RE.sub("\\1\x00", s)
+    s = _WS_RE.sub("", s).replace("\x00", " ")
+    return s
+
+
+_INT_RE = re.compile(r"-?\d{1,40}")
+_DEC_RE = re.compile(r"-?\d{1,40}(?:\.\d{1,40})?|-?\.\d{1,40}")
+_SLASH_RE = re.compile(r"(-?\d{1,40})/(\d{1,40})")
+_FRAC_RE = re.compile(r"(-?)\\frac\{(-?\d{1,40})\}\{(\d{1,40})\}")
+
+
+def _exact_number(s: str) -> Fraction | None:
+    """A plain decimal / ``a/b`` / ``\\frac{a}{b}`` as an exact Fraction (no exponents:
+    ``Fraction('1e999999999')`` would hang)."""
+    if _DEC_RE.fullmatch(s):
+        return Fraction(s)
+    m = _SLASH_RE.fullmatch(s)
+    if m and int(m.group(2)) != 0:
+        return Fraction(int(m.group(1)), int(m.group(2)))
+    m = _FRAC_RE.fullmatch(s)
+    if m and int(m.group(3)) != 0:
+        v = Fraction(int(m.group(2)), int(m.group(3)))
+        return -v if m.group(1) else v
+    return None
+
+
+def _fast_verdict(p: str, g: str) -> bool | None:
+    """Decide from normal forms alone when that is certain; ``None`` = needs sympy."""
+    if not p or not g:
+        return False
+    if p == g:
+        return True
+    if len(p) > MAX_SYMBOLIC_CHARS or len(g) > MAX_SYMBOLIC_CHARS:
+        return False
+    a, b = _exact_number(p), _exact_number(g)
+    if a is not None and b is not None:
+        if a == b:
+            return True
+        # math-verify rounds floats to 6 decimals; a larger gap can never be "equal",
+        # and two distinct integers are compared exactly.
+        if abs(a - b) > Fraction(1, 10**5) or (_INT_RE.fullmatch(p) and _INT_RE.fullmatch(g)):
+            return False
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Worker process (runs math-verify; killed on overrun)
+# --------------------------------------------------------------------------------------
+
+# `python -c` bootstrap: load this file by path (not `import entropy_rl`, whose package
+# __init__ may grow heavy imports) and enter the worker loop. No __main__ re-import, no
+# pickling: multiprocessing's spawn would re-run an unguarded caller script in the child.
+_BOOTSTRAP = (
+    "import sys, importlib.util\n"
+    "if sys.path and sys.path[0] in ('', '.'): del sys.path[0]\n"
+    "spec = importlib.util.spec_from_file_location('_entropy_rl_answers_worker', sys.argv[1])\n"
+    "mod = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(mod)\n"
+    "mod._worker_main()\n"
+)
+
+
+def _worker_main() -> None:  # pragma: no cover - runs in the child process
+    """Worker loop: JSON lines in (``[req_id, [[pred, gold], ...]]``), one JSON line out
+    per pair (``[req_id, i, bool]``), flushed as soon as that pair is decided."""
+    import logging
+    import signal
+    import warnings
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns our lifetime
+    # The protocol gets a private copy of stdout; fd 1 goes to stderr so a stray print
+    # in a library cannot corrupt it.
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    inp = sys.stdin.buffer
+
+    parent = os.getppid()
+
+    def _watch_parent() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=_watch_parent, daemon=True).start()
+
+    limit = int(os.environ.get("_ENTROPY_RL_WORKER_AS_LIMIT", "0"))
+    if limit > 0:
+        try:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ImportError, ValueError, OSError):
+            pass
+
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.CRITICAL)  # math-verify logs every timeout/parse failure
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    cache: OrderedDict[str, list] = OrderedDict()
+
+    def _parse(s: str) -> list:
+        hit = cache.get(s)
+        if hit is not None:
+            cache.move_to_end(s)
+            return hit
+        # Wrapping in \boxed{} makes math-verify take the whole answer as one LaTeX span.
+        res = parse("\\boxed{" + s + "}", extraction_config=config, parsing_timeout=None)
+        cache[s] = res
+        if len(cache) > 2048:
+            cache.popitem(last=False)
+        return res
+
+    def _check(pred: str, gold: str) -> bool:
+        try:
+            g = _parse(gold)
+            p = _parse(pred)
+            if not g or not p:
+                return False
+            return bool(verify(g, p, timeout_seconds=None))
+        except (Exception, RecursionError, MemoryError):
+            return False
+
+    _check("\\frac{1}{2}", "0.5")  # warm-up: loads the ANTLR grammar and sympy caches
+    out.write(b'["ready"]\n')
+    for line in inp:
+        try:
+            req_id, pairs = json.loads(line)
+        except ValueError:
+            continue
+        for i, (pred, gold) in enumerate(pairs):
+            r = _check(pred, gold)
+            out.write(json.dumps([req_id, i, r]).encode() + b"\n")
+    os._exit(0)
+
+
+class _WorkerDied(Exception):
+    """The worker exited (crash, OOM, segfault) while we waited on it."""
+
+
+class _Worker:
+    """One warm math-verify subprocess talking JSON lines over pipes."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        env["_ENTROPY_RL_WORKER_AS_LIMIT"] = str(WORKER_MEMORY_LIMIT)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _BOOTSTRAP, os.path.abspath(__file__)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL if os.environ.get("ENTROPY_RL_VERIFY_QUIET", "1") == "1" else None,
+            env=env,
+            close_fds=True,
+            start_new_session=True,  # a terminal Ctrl-C does not reach it
+        )
+        self._fd = self.proc.stdout.fileno()
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self._buf = bytearray()
+        self.ready = False
+        self._next_id = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _readline(self, deadline: float) -> bytes | None:
+        """One line, or ``None`` at the deadline; raises :class:`_WorkerDied` on EOF."""
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                return line
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if not self._poll.poll(max(1, int(remaining * 1000 + 0.999))):
+                continue  # loop re-checks the deadline
+            chunk = os.read(self._fd, 1 << 16)
+            if not chunk:
+                raise _WorkerDied
+            self._buf += chunk
+
+    def wait_ready(self, timeout: float) -> None:
+        if self.ready:
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                line = self._readline(deadline)
+                if line is None:
+                    raise RuntimeError(f"answer-check worker did not start within {timeout:.0f}s")
+                if line.strip() == b'["ready"]':
+                    self.ready = True
+                    return
+        except _WorkerDied:
+            raise RuntimeError(
+                "answer-check worker exited during start-up (is math-verify installed? "
+                "set ENTROPY_RL_VERIFY_QUIET=0 to see its stderr)"
+            ) from None
+
+    def run(self, pairs: Sequence[tuple[str, str]], timeout: float, out: list[bool | None], start: int) -> int:
+        """Send ``pairs`` and fill ``out[start + i]``; each pair gets ``timeout`` seconds.
+
+        Returns the number of pairs answered; fewer than ``len(pairs)`` means the next
+        pair overran (the caller kills this worker). A crash raises
+        ``_WorkerDied(answered)``.
+        """
+        self._next_id += 1
+        req_id = self._next_id
+        data = json.dumps([req_id, [list(p) for p in pairs]]).encode() + b"\n"
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise _WorkerDied(0) from None
+        done = 0
+        deadline = time.monotonic() + timeout
+        while done < len(pairs):
+            try:
+                line = self._readline(deadline)
+            except _WorkerDied:
+                raise _WorkerDied(done) from None
+            if line is None:
+                return done
+            try:
+                rid, i, r = json.loads(line)
+            except (ValueError, TypeError):
+                continue
+            if rid != req_id or i != done:
+                continue
+            out[start + i] = bool(r)
+            done += 1
+            deadline = time.monotonic() + timeout
+        return done
+
+    def kill(self) -> None:
+        """Kill and reap (no zombie); closes the pipes."""
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not ignorable
+            pass
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Polite shutdown: EOF on stdin, then kill if it lingers."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+
+
+class _WorkerPool:
+    """Up to ``max_workers`` warm workers, created on demand; one caller per worker.
+
+    Thread-safe. A worker that overruns or dies is killed and replaced at once (the
+    replacement warms up in the background while the caller returns).
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max(1, max_workers)
+        self._cond = threading.Condition()
+        self._idle: list[_Worker] = []
+        self._live = 0
+        self._closed = False
+        self._pid = os.getpid()
+        self.restarts = 0
+
+    def pids(self) -> list[int]:
+        with self._cond:
+            return [w.pid for w in self._idle]
+
+    def _acquire(self) -> _Worker:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise RuntimeError("answer-check workers are shut down")
+                if self._idle:
+                    return self._idle.pop()
+                if self._live < self.max_workers:
+                    self._live += 1
+                    break
+                self._cond.wait()
+        try:
+            return _Worker()
+        except BaseException:
+            with self._cond:
+                self._live -= 1
+                self._cond.notify()
+            raise
+
+    def _release(self, w: _Worker) -> None:
+        with self._cond:
+            if not self._closed:
+                self._idle.append(w)
+                self._cond.notify()
+                return
+            self._live -= 1
+        w.close()
+
+    def _replace(self, w: _Worker) -> _Worker:
+        """Kill ``w`` and start its successor in the same slot. On failure the caller
+        still owns the slot (and releases it in its error path)."""
+        w.kill()
+        with self._cond:
+            self.restarts += 1
+            if self._closed:
+                raise RuntimeError("answer-check workers are shut down")
+        return _Worker()
+
+    def check(self, pairs: Sequence[tuple[str, str]], timeout: float) -> list[bool]:
+        """math-verify verdicts for normalized ``(pred, gold)`` pairs, ``timeout`` each."""
+        out: list[bool | None] = [None] * len(pairs)
+        w = self._acquire()
+        try:
+            i = 0
+            retried = False
+            while i < len(pairs):
+                w.wait_ready(STARTUP_TIMEOUT)
+                chunk = pairs[i : i + _BATCH_CHUNK]
+                try:
+                    n = w.run(chunk, timeout, out, i)
+                except _WorkerDied as e:
+                    n = e.args[0] if e.args else 0
+                    if n == 0 and not retried:
+                        # Possibly dead before we wrote (OOM-killed while idle): retry
+                        # once on a fresh worker; a pair that crashes it twice is False.
+                        retried = True
+                        w = self._replace(w)
+                        continue
+                i += n
+                if n == len(chunk):
+                    continue
+                out[i] = False  # this pair overran its deadline or crashed the worker
+                i += 1
+                w = self._replace(w)
+        except BaseException:
+            w.kill()
+            with self._cond:
+                self._live -= 1
+                self._cond.notify()
+            raise
+        self._release(w)
+        return [bool(r) for r in out]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._live -= len(idle)
+            self._cond.notify_all()
+        for w in idle:
+            w.close()
+
+
+_pool: _WorkerPool | None = None
+_pool_lock = threading.Lock()
+_atexit_registered = False
+
+
+def _get_pool() -> _WorkerPool:
+    global _pool, _atexit_registered
+    pool = _pool
+    if pool is not None and pool._pid == os.getpid():
+        return pool
+    with _pool_lock:
+        if _pool is None or _pool._pid != os.getpid():
+            _pool = _WorkerPool(MAX_WORKERS)
+            if not _atexit_registered:
+                atexit.register(shutdown_workers)
+                _atexit_registered = True
+        return _pool
+
+
+def _reset_after_fork() -> None:
+    # A forked child must not talk over its parent's pipes: it drops its copies of them
+    # (the parent's workers live on) and gets its own pool lazily.
+    global _pool, _pool_lock, _cache_lock
+    if _pool is not None:
+        for w in _pool._idle:
+            for f in (w.proc.stdin, w.proc.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            w.proc.returncode = 0  # not our child: keep Popen.__del__ from tracking it
+    _pool = None
+    _pool_lock = threading.Lock()
+    _cache_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def warm_up() -> None:
+    """Start a worker now and wait until it is ready (~0.5-2 s), so the first real
+    check pays no start-up; e.g. call it when a reward worker is created."""
+    pool = _get_pool()
+    w = pool._acquire()
+    try:
+        w.wait_ready(STARTUP_TIMEOUT)
+    except BaseException:
+        w.kill()
+        with pool._cond:
+            pool._live -= 1
+            pool._cond.notify()
+        raise
+    pool._release(w)
+
+
+def shutdown_workers() -> None:
+    """Stop all worker processes (registered with ``atexit``; safe to call twice).
+    A later check starts a fresh pool."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None and pool._pid == os.getpid():
+        pool.close()
+
+
+# --------------------------------------------------------------------------------------
+# Public equivalence API
+# --------------------------------------------------------------------------------------
+
+_CACHE_SIZE = 65536
+_cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _cache_get(key: tuple[str, str]) -> bool | None:
+    with _cache_lock:
+        r = _cache.get(key)
+        if r is not None:
+            _cache.move_to_end(key)
+        return r
+
+
+def _cache_put(key: tuple[str, str], value: bool) -> None:
+    with _cache_lock:
+        _cache[key] = value
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+
+
+def _norm(x: object) -> str:
+    s = x if isinstance(x, str) else str(x)
+    if len(s) > MAX_NORMALIZE_CHARS:
+        return s.strip()
+    return normalize_answer(s)
+
+
+def equivalent_pairs(
+    pairs: Iterable[tuple[str | None, str | None]], *, timeout: float = DEFAULT_TIMEOUT
+) -> list[bool]:
+    """:func:`is_equivalent` for many ``(pred, gold)`` pairs in one worker round-trip.
+
+    Pairs decided by normal form or cache never reach the worker; the rest are
+    de-duplicated and streamed to one worker, each pair bounded by ``timeout`` seconds
+    (an overrunning pair is ``False``; the worker is replaced and the batch goes on).
+    Meant for the semantic-entropy clusterer (up to M^2/2 pairs of distinct answers).
+    """
+    pairs = list(pairs)
+    out: list[bool | None] = [None] * len(pairs)
+    todo: dict[tuple[str, str], list[int]] = {}
+    for idx, (pred, gold) in enumerate(pairs):
+        if pred is None or gold is None:
+            out[idx] = False
+            continue
+        p, g = _norm(pred), _norm(gold)
+        verdict = _fast_verdict(p, g)
+        if verdict is None:
+            verdict = _cache_get((p, g))
+        if verdict is not None:
+            out[idx] = verdict
+        else:
+            todo.setdefault((p, g), []).append(idx)
+    if todo:
+        keys = list(todo)
+        results = _get_pool().check(keys, timeout)
+        for key, r in zip(keys, results):
+            _cache_put(key, r)
+            for idx in todo[key]:
+                out[idx] = r
+    return [bool(r) for r in out]
+
+
+def is_equivalent(pred: str | None, gold: str | None, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+    """Whether final answer ``pred`` equals ``gold`` mathematically (see module doc).
+
+    Fast path: equal normal forms, or two plain numbers, decide without the worker.
+    Otherwise math-verify runs in a warm worker process bounded by ``timeout`` seconds
+    (overrun -> killed, replaced, ``False``). Safe from any thread and inside a running
+    asyncio loop (it blocks that loop for at most ``timeout``). ``None`` -> ``False``.
+    Waiting for a free worker (all ``MAX_WORKERS`` busy) or for a cold worker's start-up
+    is not counted in ``timeout``.
+    """
+    return equivalent_pairs([(pred, gold)], timeout=timeout)[0]

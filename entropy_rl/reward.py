@@ -1,0 +1,101 @@
+"""Rule-based math reward, usable as veRL's ``custom_reward_function``.
+
+veRL 0.9.1 calls ``compute_score(data_source=..., solution_str=..., ground_truth=...,
+extra_info=...)`` with keyword arguments (plus any ``reward_kwargs`` from the config),
+from the driver (``NaiveRewardManager``) or from a thread-pool executor inside the
+reward loop's event loop. A ``dict`` return must hold ``score``; every other key is
+collected per sample into ``reward_extra_info`` (strings are skipped by the validation
+metrics), so the keys must be the same for every sample.
+
+Config::
+
+    reward:
+      custom_reward_function:
+        path: <site-packages or repo>/entropy_rl/reward.py
+        name: compute_score
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+from entropy_rl.answers import DEFAULT_TIMEOUT, equivalent_pairs, extract_answer
+
+__all__ = ["compute_score", "gold_answers"]
+
+
+def _number_to_str(x: numbers.Number) -> str:
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, numbers.Integral):
+        return str(int(x))
+    if isinstance(x, numbers.Real):
+        f = float(x)
+        return str(int(f)) if f.is_integer() else repr(f)
+    return str(x)
+
+
+def gold_answers(ground_truth: Any) -> list[str]:
+    """Acceptable gold answers from a string, a number, or a list/tuple/array of them.
+
+    A gold string that contains ``\\boxed{...}`` contributes its (last) boxed content;
+    empty entries are dropped.
+    """
+    if ground_truth is None:
+        return []
+    if isinstance(ground_truth, str):
+        items: Iterable[Any] = [ground_truth]
+    elif isinstance(ground_truth, numbers.Number):
+        items = [ground_truth]
+    elif hasattr(ground_truth, "tolist"):  # numpy array / scalar from parquet
+        value = ground_truth.tolist()
+        items = value if isinstance(value, list) else [value]
+    elif isinstance(ground_truth, Iterable):
+        items = ground_truth
+    else:
+        items = [ground_truth]
+    golds: list[str] = []
+    for item in items:
+        if item is None:
+            continue
+        if isinstance(item, (list, tuple)):  # nested list from a parquet column
+            golds.extend(gold_answers(item))
+            continue
+        s = _number_to_str(item) if isinstance(item, numbers.Number) else str(item)
+        if "\\boxed" in s or "\\fbox" in s:
+            s = extract_answer(s) or s
+        s = s.strip()
+        if s:
+            golds.append(s)
+    return golds
+
+
+def compute_score(
+    data_source: str | None = None,
+    solution_str: str | None = None,
+    ground_truth: Any = None,
+    extra_info: dict | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Binary correctness reward for a math response.
+
+    The final answer is the last ``\\boxed{}`` (or ``Answer:`` line) of
+    ``solution_str``; it is correct if it is equivalent to any gold answer
+    (:func:`entropy_rl.answers.is_equivalent`, each check bounded by ``timeout``
+    seconds; a ``timeout`` in ``reward_kwargs`` reaches it). No extractable answer
+    scores 0. ``data_source`` and ``extra_info`` are accepted and unused: one rule for
+    every math data set.
+
+    Returns ``{"score": 1.0 | 0.0, "acc": bool, "pred": str}`` (``pred`` is "" when
+    nothing was extracted).
+    """
+    pred = extract_answer(solution_str)
+    golds = gold_answers(ground_truth)
+    correct = False
+    if pred is not None and golds:
+        correct = any(equivalent_pairs([(pred, g) for g in golds], timeout=timeout))
+    return {"score": 1.0 if correct else 0.0, "acc": correct, "pred": pred or ""}

@@ -1,0 +1,562 @@
+"""Every touch-point between entropy-rl and veRL 0.9.1's legacy driver, in one module.
+
+veRL is built on ``trainer.use_v1=False``: ``RayPPOTrainer`` driven by a custom TaskRunner
+(``shared/verl-cpu.md`` says why). What we change, and where:
+
+====================================  ==================================================
+veRL piece                             our change
+====================================  ==================================================
+``main_ppo.run_ppo(task_runner_class)`` :class:`EntropyRLTaskRunner` (our trainer, our sampler)
+``RayPPOTrainer.init_workers``         install :func:`entropy_rl_loss` with ``set_loss_fn``
+``RayPPOTrainer.fit``                  score prompts (rollout workers), build the curriculum
+``RayPPOTrainer._compute_old_log_prob`` keep the batch's token entropy for the hooks
+``RayPPOTrainer._update_actor``        run :class:`~recipe.sent.hooks.EntropyHooks`, attach fields
+``RayPPOTrainer._save/_load_checkpoint`` our state (AER, EMA tables, sampler) beside veRL's
+worker ``ppo_loss``                    :func:`entropy_rl_loss` (falls back to ``ppo_loss``)
+====================================  ==================================================
+
+A move to veRL's V1 trainer changes this module only.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from entropy_rl.curriculum import CurriculumConfig, SemanticEntropyCurriculumSampler
+from entropy_rl.losses import SentKLConfig, compute_policy_loss, select_tokens
+from recipe.sent import scoring
+from recipe.sent.hooks import FIELD_ENTROPY_COEF, FIELD_TOKEN_SET, EntropyHooks, aer_config, sent_config
+from verl import DataProto
+from verl.trainer.main_ppo_v0 import BaseTaskRunner
+from verl.trainer.ppo.core_algos import agg_loss, kl_penalty
+from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+from verl.trainer.ppo.utils import create_rl_dataset, need_critic, need_reference_policy
+from verl.utils.config import omega_conf_to_dataclass, validate_config
+from verl.utils.metric import AggregationType, Metric
+from verl.workers.utils.losses import ppo_loss
+from verl.workers.utils.padding import no_padding_2_padding
+
+STATE_FILE = "entropy_rl_state.pt"
+
+
+# ============================================================== config checks
+def check_config(config: Any) -> None:
+    """Fail early, naming the key, on combinations that would silently do something else."""
+    rl = config.entropy_rl
+    sent_config(rl.token_kl)  # unknown / invalid keys raise here
+    aer_config(rl.aer)
+    if config.trainer.get("use_v1", True):
+        raise ValueError("entropy-rl builds on veRL's legacy driver: set trainer.use_v1=false")
+    ours = rl.token_kl.enable or rl.aer.enable
+    mode = config.actor_rollout_ref.actor.policy_loss.loss_mode
+    if ours and mode != "vanilla":
+        raise ValueError(
+            f"entropy_rl.token_kl / entropy_rl.aer replace the policy loss, but "
+            f"actor_rollout_ref.actor.policy_loss.loss_mode={mode!r}: use 'vanilla' (or pick the {mode} preset alone)"
+        )
+    if ours and not config.actor_rollout_ref.actor.calculate_entropy:
+        raise ValueError("entropy_rl.token_kl / aer need the token entropy: set actor_rollout_ref.actor.calculate_entropy=true")
+    if rl.aer.enable and config.actor_rollout_ref.actor.entropy_coeff != 0:
+        raise ValueError("entropy_rl.aer replaces the fixed bonus: set actor_rollout_ref.actor.entropy_coeff=0")
+    if rl.curriculum.enable:
+        CurriculumConfig(**curriculum_kwargs(config))
+
+
+def curriculum_kwargs(config: Any) -> dict:
+    c = OmegaConf.to_container(config.entropy_rl.curriculum, resolve=True)
+    for k in ("enable", "adaptive", "adaptive_ema"):
+        c.pop(k)
+    c["seed"] = int(config.data.get("seed") or 1)
+    return c
+
+
+# ============================================================== the worker-side loss
+def entropy_rl_loss(
+    config,
+    model_output,
+    data,
+    dp_group=None,
+    *,
+    sent: SentKLConfig,
+    token_kl: bool,
+    selection: str,
+    aer: bool,
+):
+    """The actor loss, called by veRL's engine as ``fn(model_output, data, dp_group)``.
+
+    With neither SENT's token KL nor AER enabled it *is* veRL's ``ppo_loss`` (GRPO, Clip-Cov,
+    KL-Cov, fixed entropy bonus all behave exactly as in veRL). Otherwise: our
+    :func:`entropy_rl.losses.compute_policy_loss` with the token sets and entropy
+    coefficients the driver attached to the batch (or, ``selection: micro``, a selection made
+    here per micro-batch on current-policy statistics, as the release did), plus veRL's
+    reference-KL loss when ``use_kl_loss`` is on.
+    """
+    if not token_kl and not aer:
+        return ppo_loss(config, model_output, data, dp_group)
+
+    log_prob = no_padding_2_padding(model_output["log_probs"], data)
+    entropy = model_output.get("entropy", None)
+    if entropy is not None:
+        entropy = no_padding_2_padding(entropy, data)
+    gbi = {
+        "dp_size": data["dp_size"],
+        "batch_num_tokens": data["batch_num_tokens"],
+        "global_batch_size": data["global_batch_size"],
+        "loss_scale_factor": config.loss_scale_factor,
+    }
+    config.global_batch_info.update(gbi)
+    global_norm = (
+        data["dp_size"] > 1
+        or data["batch_num_tokens"] is not None
+        or data["global_batch_size"] is not None
+        or config.loss_scale_factor is not None
+    )
+    loss_agg = AggregationType.SUM if global_norm else AggregationType.MEAN
+
+    fields = ["response_mask", "old_log_probs", "advantages"]
+    for optional in ("rollout_is_weights", "ref_log_prob", FIELD_TOKEN_SET, FIELD_ENTROPY_COEF):
+        if optional in data:
+            fields.append(optional)
+    td = data.select(*fields).to_padded_tensor()
+    mask = td["response_mask"]
+    advantages = td["advantages"]
+
+    token_set = None
+    if token_kl:
+        if selection == "batch":
+            if FIELD_TOKEN_SET not in td:
+                raise KeyError(f"batch-wide SENT selection: the batch carries no {FIELD_TOKEN_SET!r} field")
+            token_set = td[FIELD_TOKEN_SET]
+        else:
+            if entropy is None:
+                raise ValueError("selection=micro needs the token entropy (actor.calculate_entropy=true)")
+            token_set = select_tokens(entropy, log_prob, advantages, mask, sent)
+
+    entropy_coef = None
+    if aer:
+        if FIELD_ENTROPY_COEF not in td:
+            raise KeyError(f"AER: the batch carries no {FIELD_ENTROPY_COEF!r} field")
+        entropy_coef = td[FIELD_ENTROPY_COEF].to(log_prob.dtype)
+    if config.entropy_coeff:
+        entropy_coef = config.entropy_coeff if entropy_coef is None else entropy_coef + config.entropy_coeff
+
+    loss, raw = compute_policy_loss(
+        td["old_log_probs"],
+        log_prob,
+        advantages,
+        mask,
+        sent,
+        token_set=token_set,
+        ref_log_prob=td.get("ref_log_prob", None),
+        entropy=entropy,
+        entropy_coef=entropy_coef,
+        rollout_is_weights=td.get("rollout_is_weights", None),
+        clip_ratio_low=config.clip_ratio_low if config.clip_ratio_low is not None else config.clip_ratio,
+        clip_ratio_high=config.clip_ratio_high if config.clip_ratio_high is not None else config.clip_ratio,
+        clip_ratio_c=config.get("clip_ratio_c", 3.0),
+        loss_agg_mode=config.loss_agg_mode,
+        global_batch_info=gbi,
+    )
+    summed = {"actor/pg_loss", "sent/kl_loss", "aer/entropy_bonus"}
+    metrics = {
+        k: Metric(value=v, aggregation=loss_agg if k in summed else AggregationType.MEAN) for k, v in raw.items()
+    }
+
+    if config.use_kl_loss:
+        kld = kl_penalty(logprob=log_prob, ref_logprob=td["ref_log_prob"], kl_penalty=config.kl_loss_type)
+        kl_loss = agg_loss(loss_mat=kld, loss_mask=mask, loss_agg_mode=config.loss_agg_mode, **gbi)
+        loss = loss + kl_loss * config.kl_loss_coef
+        metrics["kl_loss"] = Metric(value=kl_loss, aggregation=loss_agg)
+        metrics["kl_coef"] = config.kl_loss_coef
+    return loss, metrics
+
+
+def make_actor_loss(config: Any):
+    """The picklable loss that ``set_loss_fn`` sends to every actor worker."""
+    actor_config = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
+    rl = config.entropy_rl
+    return partial(
+        entropy_rl_loss,
+        config=actor_config,
+        sent=sent_config(rl.token_kl),
+        token_kl=bool(rl.token_kl.enable),
+        selection=str(rl.token_kl.selection),
+        aer=bool(rl.aer.enable),
+    )
+
+
+# ============================================================== batch helpers
+def decode_responses(tokenizer, responses: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
+    texts = []
+    for ids, m in zip(responses, response_mask):
+        texts.append(tokenizer.decode(ids[m != 0].tolist(), skip_special_tokens=True))
+    return texts
+
+
+def sequence_logprobs(batch: DataProto) -> np.ndarray | None:
+    """log P(o) per response from the rollout's own log-probs (None when it returned none)."""
+    if "rollout_log_probs" not in batch.batch.keys():
+        return None
+    lp = batch.batch["rollout_log_probs"].float()
+    m = (batch.batch["response_mask"] != 0).float()
+    return (lp * m).sum(-1).numpy()
+
+
+def dataset_rows(dataset) -> list[dict]:
+    """The rows of an RLHFDataset (HF datasets.Dataset inside) or a pandas DataFrame."""
+    frame = dataset.dataframe
+    if isinstance(frame, pd.DataFrame):
+        return frame.to_dict("records")
+    return [frame[i] for i in range(len(frame))]
+
+
+# ============================================================== the trainer
+class EntropyRLTrainer(RayPPOTrainer):
+    """veRL's ``RayPPOTrainer`` plus SENT / AER / the curriculum, through the hooks only."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        check_config(self.config)
+        self.rl = self.config.entropy_rl
+        self.hooks = EntropyHooks(self.rl)
+        self._entropy: torch.Tensor | None = None
+        self._row_of_index: dict[Any, int] | None = None
+
+    # ---------------------------------------------------------------- setup
+    def init_workers(self) -> None:
+        super().init_workers()
+        self.actor_rollout_wg.set_loss_fn(make_actor_loss(self.config))
+
+    def fit(self):
+        if self.rl.curriculum.enable:
+            self.setup_curriculum()
+        return super().fit()
+
+    def setup_curriculum(self) -> SemanticEntropyCurriculumSampler:
+        """Scores (cache or scoring pass) → curriculum sampler → the train dataloader."""
+        rows = dataset_rows(self.train_dataset)
+        table = self.semantic_entropy_table(rows)
+        frame = pd.DataFrame({self.rl.curriculum.score_key: table["semantic_entropy"].to_numpy()})
+        sampler = SemanticEntropyCurriculumSampler(frame, CurriculumConfig(**curriculum_kwargs(self.config)))
+        self._create_dataloader(self.train_dataset, self.val_dataset, None, sampler)
+        self.hooks.sampler = sampler
+        self._row_of_index = {}
+        for r, row in enumerate(rows):
+            key = (row.get("extra_info") or {}).get("index", r)
+            if key in self._row_of_index and self.rl.curriculum.adaptive:
+                raise ValueError(f"train data: extra_info.index {key!r} repeats (rows {self._row_of_index[key]} and {r})")
+            self._row_of_index[key] = r
+        print(f"[entropy-rl] curriculum: {len(table)} prompts in stages of sizes {sampler.stage_sizes}")
+        return sampler
+
+    def score_cache(self, rows: list[dict]) -> scoring.ScoreCache:
+        s = self.rl.scoring
+        key = scoring.cache_key(
+            scoring.dataset_fingerprint(rows),
+            self.config.actor_rollout_ref.model.path,
+            s.n_samples,
+            s.temperature,
+            s.top_p,
+            s.max_response_length,
+            s.seed,
+        )
+        return scoring.ScoreCache(s.cache_dir, key)
+
+    def semantic_entropy_table(self, rows: list[dict]) -> pd.DataFrame:
+        cache = self.score_cache(rows)
+        if cache.exists():
+            print(f"[entropy-rl] semantic-entropy scores from cache {cache.path}")
+            return cache.load(len(rows))
+        if not self.rl.scoring.enable:
+            raise FileNotFoundError(
+                f"curriculum needs semantic-entropy scores: no cache at {cache.path} and entropy_rl.scoring.enable=false"
+            )
+        r = self.config.actor_rollout_ref.rollout
+        s = self.rl.scoring
+        if (s.temperature, s.top_p, s.max_response_length) != (r.temperature, r.top_p, r.response_length):
+            raise ValueError(
+                "in-run scoring samples with the rollout workers' settings, but entropy_rl.scoring "
+                f"(temperature {s.temperature}, top_p {s.top_p}, max_response_length {s.max_response_length}) differs "
+                f"from actor_rollout_ref.rollout ({r.temperature}, {r.top_p}, {r.response_length}); "
+                "run `python -m recipe.sent.score` with the same overrides first (it writes the cache this run reads)"
+            )
+        table = self.score_prompts(rows)
+        path = cache.save(table)
+        print(f"[entropy-rl] semantic-entropy scores written to {path}: {scoring.summarize(table)}")
+        return table
+
+    def score_prompts(self, rows: list[dict]) -> pd.DataFrame:
+        """M samples per prompt from the rollout workers (initial policy) → score table."""
+        from torchdata.stateful_dataloader import StatefulDataLoader
+
+        from verl.utils.dataset.rl_dataset import collate_fn
+
+        m = int(self.rl.scoring.n_samples)
+        bs = int(self.config.data.get("gen_batch_size") or self.config.data.train_batch_size)
+
+        class _Rows(torch.utils.data.Dataset):
+            def __init__(self, ds):
+                self.ds = ds
+
+            def __len__(self):
+                return len(self.ds)
+
+            def __getitem__(self, i):
+                item = dict(self.ds[i])
+                item["_row"] = i
+                return item
+
+        loader = StatefulDataLoader(_Rows(self.train_dataset), batch_size=bs, shuffle=False, collate_fn=collate_fn)
+
+        def batches():
+            for batch_dict in loader:
+                yield [int(x) for x in batch_dict["_row"]], batch_dict
+
+        def generate(batch_dict):
+            batch = DataProto.from_single_dict({k: v for k, v in batch_dict.items() if k != "_row"})
+            gen = self._get_gen_batch(batch)
+            gen.meta_info["global_steps"] = 0
+            gen = gen.repeat(repeat_times=m, interleave=True)
+            out = self.async_rollout_manager.generate_sequences(gen)
+            texts = decode_responses(self.tokenizer, out.batch["responses"], out.batch["response_mask"])
+            lps = sequence_logprobs(out)
+            n = len(texts) // m
+            groups = [texts[i * m : (i + 1) * m] for i in range(n)]
+            lp_groups = None if lps is None else [lps[i * m : (i + 1) * m].tolist() for i in range(n)]
+            return groups, lp_groups
+
+        self.checkpoint_manager.update_weights(0)  # rollout replicas awake with the initial weights
+        try:
+            return scoring.run_scoring(
+                batches(),
+                generate,
+                num_rows=len(rows),
+                estimator=self.rl.scoring.estimator,
+                indices=[(r.get("extra_info") or {}).get("index", i) for i, r in enumerate(rows)],
+                golds=[(r.get("reward_model") or {}).get("ground_truth") for r in rows],
+            )
+        finally:
+            self.checkpoint_manager.sleep_replicas()
+
+    # ---------------------------------------------------------------- per step
+    def _compute_old_log_prob(self, batch: DataProto):
+        old_log_prob, mfu = super()._compute_old_log_prob(batch)
+        # veRL pops the entropy after logging its mean; the hooks need it per token.
+        self._entropy = old_log_prob.batch["entropys"].detach().clone()
+        return old_log_prob, mfu
+
+    def _update_actor(self, batch: DataProto) -> DataProto:
+        metrics = self.apply_hooks(batch)
+        output = super()._update_actor(batch)
+        output.meta_info["metrics"].update({k: [v] for k, v in metrics.items()})
+        return output
+
+    def apply_hooks(self, batch: DataProto) -> dict[str, float]:
+        """Run the per-step entropy machinery on the whole batch; attach its fields."""
+        if self._entropy is None:
+            raise RuntimeError("entropy-rl needs recomputed old log-probs (rollout_correction.bypass_mode is not supported)")
+        b = batch.batch
+        nt = batch.non_tensor_batch
+        correct = np.asarray(nt["acc"], dtype=np.float64) if "acc" in nt else (b["token_level_scores"].sum(-1) > 0).numpy()
+        rows = preds = None
+        if self.hooks.adaptive_curriculum:
+            rows = [self._row_of_index[k] for k in nt["index"]]
+            preds = [None if p in (None, "") else str(p) for p in nt["pred"]]
+        fields, metrics = self.hooks.on_batch(
+            entropy=self._entropy,
+            old_log_prob=b["old_log_probs"],
+            advantages=b["advantages"],
+            response_mask=b["response_mask"],
+            correct=correct,
+            uids=nt["uid"],
+            rows=rows,
+            preds=preds,
+            seq_logprobs=sequence_logprobs(batch) if self.rl.scoring.estimator == "likelihood" else None,
+        )
+        for k, v in fields.items():
+            batch.batch[k] = v
+        if self.hooks.sampler is not None:
+            metrics.update(self.hooks.sampler.metrics())
+        self._entropy = None
+        return metrics
+
+    # ---------------------------------------------------------------- checkpoints
+    def _step_dir(self) -> str:
+        return os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+
+    def _save_checkpoint(self):
+        super()._save_checkpoint()
+        state = {"hooks": self.hooks.state_dict()}
+        if self.hooks.sampler is not None:
+            state["sampler"] = self.hooks.sampler.state_dict()
+        torch.save(state, os.path.join(self._step_dir(), STATE_FILE))
+
+    def _load_checkpoint(self):
+        super()._load_checkpoint()
+        if self.global_steps == 0:
+            return 0
+        path = os.path.join(self._step_dir(), STATE_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"resuming at step {self.global_steps}: {path} is missing (not an entropy-rl run?)")
+        state = torch.load(path, weights_only=False)
+        self.hooks.load_state_dict(state["hooks"])
+        sampler = self.hooks.sampler
+        if sampler is not None:
+            steps_per_epoch = len(self.train_dataloader)
+            if self.global_steps % steps_per_epoch == 0:
+                # veRL skips the dataloader restore at an epoch boundary; ours keeps the scores.
+                sampler.load_state_dict(state["sampler"])
+                sampler.set_epoch(sampler.epoch + 1)
+        return self.global_steps
+
+
+# ============================================================== the task runner
+class _EntropyRLTaskRunner(BaseTaskRunner):
+    """veRL's legacy TaskRunner with our trainer (and so our loss, hooks and sampler)."""
+
+    mode = "train"
+
+    def run(self, config):
+        """``mode="train"``: the full run. ``mode="score"``: workers up, scoring pass, scored
+        dataset written, done (``python -m recipe.sent.score``)."""
+        mode = self.mode
+        from pprint import pprint
+
+        from verl.utils.dataset.rl_dataset import collate_fn
+        from verl.workers.config import HFModelConfig
+
+        print(f"[entropy-rl] TaskRunner on {socket.gethostname()}, pid {os.getpid()}")
+        pprint(OmegaConf.to_container(config, resolve=True))
+        OmegaConf.resolve(config)
+
+        _, ray_worker_group_cls = self.add_actor_rollout_worker(config)
+        self.add_critic_worker(config)
+        self.add_reward_model_resource_pool(config)
+        self.add_teacher_model_resource_pool(config)
+        validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+        check_config(config)
+        require_accelerators(config)
+
+        model_config: HFModelConfig = omega_conf_to_dataclass(config.actor_rollout_ref.model)
+        tokenizer, processor = model_config.tokenizer, model_config.processor
+        resource_pool_manager = self.init_resource_pool_mgr(config)
+        train_dataset = create_rl_dataset(
+            config.data.train_files, config.data, tokenizer, processor, is_train=True,
+            max_samples=config.data.get("train_max_samples", -1),
+        )
+        val_dataset = create_rl_dataset(
+            config.data.val_files, config.data, tokenizer, processor, is_train=False,
+            max_samples=config.data.get("val_max_samples", -1),
+        )
+        trainer = EntropyRLTrainer(
+            config=config,
+            tokenizer=tokenizer,
+            processor=processor,
+            role_worker_mapping=self.role_worker_mapping,
+            resource_pool_manager=resource_pool_manager,
+            ray_worker_group_cls=ray_worker_group_cls,
+            train_dataset=train_dataset,
+            val_dataset=val_dataset,
+            collate_fn=collate_fn,
+            train_sampler=initial_sampler(config, train_dataset),
+        )
+        trainer.init_workers()
+        if mode == "score":
+            rows = dataset_rows(train_dataset)
+            table = trainer.semantic_entropy_table(rows)
+            out = write_scored_dataset(config, rows, table)
+            print(f"[entropy-rl] scoring finished.\n  scores (cache): {trainer.score_cache(rows).path}\n  scored dataset: {out}")
+            return
+        trainer.fit()
+        print_run_locations(config)
+
+
+class _ScoreTaskRunner(_EntropyRLTaskRunner):
+    mode = "score"
+
+
+EntropyRLTaskRunner = ray.remote(_EntropyRLTaskRunner)
+ScoreTaskRunner = ray.remote(_ScoreTaskRunner)
+
+
+def initial_sampler(config: Any, train_dataset):
+    """The sampler the trainer is built with. With a curriculum: one of the same length (the
+    optimizer's schedule is sized from it) whose order is replaced once scores exist."""
+    if not config.entropy_rl.curriculum.enable:
+        from verl.trainer.ppo.utils import create_rl_sampler
+
+        return create_rl_sampler(config.data, train_dataset)
+    kw = curriculum_kwargs(config)
+    kw["missing_policy"] = "last_stage"
+    placeholder = pd.DataFrame({kw["score_key"]: [float("nan")] * len(train_dataset)})
+    return SemanticEntropyCurriculumSampler(placeholder, CurriculumConfig(**kw))
+
+
+def print_run_locations(config: Any) -> None:
+    """Every run ends by saying where its metrics, checkpoints and report are."""
+    t = config.trainer
+    loggers = list(t.logger) if not isinstance(t.logger, str) else [t.logger]
+    lines = [f"  checkpoints: {os.path.abspath(t.default_local_dir)}"]
+    if "file" in loggers:
+        path = os.environ.get("VERL_FILE_LOGGER_PATH") or os.path.join(
+            os.environ.get("VERL_FILE_LOGGER_ROOT", "."), t.project_name, f"{t.experiment_name}.jsonl"
+        )
+        lines.append(f"  metrics (jsonl): {os.path.abspath(path)}")
+    if "wandb" in loggers:
+        lines.append(f"  metrics (wandb): project {t.project_name}, run {t.experiment_name}")
+    print("[entropy-rl] run finished.\n" + "\n".join(lines), flush=True)
+
+
+def require_accelerators(config: Any) -> None:
+    """Refuse clearly, before any worker starts, when the Ray cluster lacks the GPUs asked for."""
+    want = int(config.trainer.nnodes) * int(config.trainer.n_gpus_per_node)
+    have = int(ray.cluster_resources().get("GPU", 0))
+    if have < want:
+        raise RuntimeError(
+            f"entropy-rl needs {want} GPU(s) (trainer.nnodes={config.trainer.nnodes} x "
+            f"trainer.n_gpus_per_node={config.trainer.n_gpus_per_node}) but the Ray cluster offers {have}. "
+            "Run on a machine with NVIDIA GPUs and vLLM installed (the Docker image, or pip install '.[gpu]'), "
+            "or lower trainer.n_gpus_per_node / trainer.nnodes to what the cluster has."
+        )
+
+
+def write_scored_dataset(config: Any, rows: list[dict], table: pd.DataFrame) -> str:
+    """The training rows with ``semantic_entropy`` / ``pass_rate`` columns, as parquet."""
+    out = config.entropy_rl.scoring.get("output_file") or os.path.join(
+        os.path.expanduser(config.entropy_rl.scoring.cache_dir), "scored_train.parquet"
+    )
+    frame = pd.DataFrame(rows)
+    frame[config.entropy_rl.curriculum.score_key] = table["semantic_entropy"].to_numpy()
+    frame["pass_rate"] = table["pass_rate"].to_numpy()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    frame.to_parquet(out, index=False)
+    return out
+
+
+def launch(config: Any, mode: str = "train") -> None:
+    """Start (or join) Ray exactly as veRL's main does and run our TaskRunner."""
+    from verl.trainer.main_ppo import run_ppo
+    from verl.utils.device import auto_set_device
+
+    auto_set_device(config)
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    check_config(config)
+    if mode == "score":
+        # the standalone pass samples with the scoring settings
+        s = config.entropy_rl.scoring
+        with open_dict(config):
+            config.actor_rollout_ref.rollout.temperature = s.temperature
+            config.actor_rollout_ref.rollout.top_p = s.top_p
+            config.actor_rollout_ref.rollout.response_length = s.max_response_length
+            config.entropy_rl.scoring.enable = True
+
+    run_ppo(config, task_runner_class=ScoreTaskRunner if mode == "score" else EntropyRLTaskRunner)

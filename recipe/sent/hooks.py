@@ -1,0 +1,197 @@
+"""Per-step entropy machinery of the recipe, on plain tensors (no Ray, no veRL types).
+
+The adapter (:mod:`recipe.sent.adapter`) calls :meth:`EntropyHooks.on_batch` once per
+training step, after veRL has computed old log-probs, token entropy and advantages for the
+whole batch and before the actor update. It returns per-token fields to attach to the batch
+(read by the installed loss, :func:`recipe.sent.adapter.entropy_rl_loss`) and metrics:
+
+- SENT token selection over the *whole* training batch (``token_kl.selection: batch``): the
+  top-k% covariance is global across micro-batches and data-parallel ranks, unlike the
+  release and veRL's kl_cov, which select inside each micro-batch;
+- AER: α_t from the batch entropy, per-prompt weights from group accuracy, e_t = α_t·w;
+- adaptive curriculum: this step's n rollouts per prompt refresh the prompt's semantic
+  entropy and pass rate (EMA), at zero extra generations, and the sampler re-orders what it
+  has not yet yielded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from entropy_rl.aer import AERConfig, AERController
+from entropy_rl.losses import TOKEN_HIGH_COV, TOKEN_LOW_COV, TOKEN_OUTSIDE, SentKLConfig, select_tokens
+from entropy_rl.semantic_entropy import cluster_answers, semantic_entropy
+
+# Fields the hooks attach to the batch; the installed loss reads them.
+FIELD_TOKEN_SET = "sent_token_set"
+FIELD_ENTROPY_COEF = "aer_entropy_coef"
+
+# Difficulty buckets of group accuracy for the per-bucket entropy metric.
+_BUCKETS = (("unsolved", 0.0, 0.0), ("hard", 1e-9, 0.5), ("easy", 0.5 + 1e-9, 1.0 - 1e-9), ("solved", 1.0, 1.0))
+
+
+def _dataclass_from(cls, cfg: Any, skip: Sequence[str] = ()):
+    """Build ``cls`` from a mapping, failing loudly on keys it does not know."""
+    data = {k: v for k, v in dict(cfg).items() if k not in skip}
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
+    return cls(**data)
+
+
+def sent_config(token_kl: Any) -> SentKLConfig:
+    """``entropy_rl.token_kl`` → :class:`SentKLConfig` (``enable``/``selection`` are the recipe's)."""
+    if token_kl.get("selection", "batch") not in ("batch", "micro"):
+        raise ValueError(f"entropy_rl.token_kl.selection must be 'batch' or 'micro', got {token_kl.get('selection')!r}")
+    return _dataclass_from(SentKLConfig, token_kl, skip=("enable", "selection"))
+
+
+def aer_config(aer: Any) -> AERConfig:
+    """``entropy_rl.aer`` → :class:`AERConfig`."""
+    return _dataclass_from(AERConfig, aer, skip=("enable",))
+
+
+def group_accuracy(correct: np.ndarray, uids: Sequence[Any]) -> np.ndarray:
+    """Each response's prompt accuracy: the mean of ``correct`` over the responses sharing its uid."""
+    correct = np.asarray(correct, dtype=np.float64)
+    _, inverse = np.unique(np.asarray(uids, dtype=object).astype(str), return_inverse=True)
+    sums = np.bincount(inverse, weights=correct)
+    counts = np.bincount(inverse)
+    return (sums / counts)[inverse]
+
+
+def masked_token_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+    m = (mask != 0).to(x.dtype)
+    return float((x * m).sum() / torch.clamp(m.sum(), min=1))
+
+
+class EntropyHooks:
+    """State and per-step logic of SENT / AER / the adaptive curriculum for one run."""
+
+    def __init__(self, rl_cfg: Any, sampler: Any = None) -> None:
+        self.token_kl_enabled = bool(rl_cfg.token_kl.enable)
+        self.selection = rl_cfg.token_kl.selection
+        self.sent = sent_config(rl_cfg.token_kl)
+        self.aer_enabled = bool(rl_cfg.aer.enable)
+        self.aer = AERController(aer_config(rl_cfg.aer)) if self.aer_enabled else None
+        cur = rl_cfg.curriculum
+        self.adaptive_curriculum = bool(cur.enable and cur.adaptive)
+        self.adaptive_ema = float(cur.adaptive_ema)
+        if not 0.0 <= self.adaptive_ema < 1.0:
+            raise ValueError(f"entropy_rl.curriculum.adaptive_ema must be in [0, 1), got {self.adaptive_ema}")
+        self.sampler = sampler
+        # EMA tables for the adaptive curriculum, keyed by dataset row.
+        self.se_table: dict[int, float] = {}
+        self.acc_table: dict[int, float] = {}
+
+    @property
+    def needs_batch_fields(self) -> bool:
+        return (self.token_kl_enabled and self.selection == "batch") or self.aer_enabled
+
+    def on_batch(
+        self,
+        *,
+        entropy: torch.Tensor,
+        old_log_prob: torch.Tensor,
+        advantages: torch.Tensor,
+        response_mask: torch.Tensor,
+        correct: np.ndarray,
+        uids: Sequence[Any],
+        rows: Sequence[int] | None = None,
+        preds: Sequence[str | None] | None = None,
+        seq_logprobs: Sequence[float] | None = None,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """One training step's entropy logic.
+
+        Args:
+            entropy: H_t of the current policy, (B, T), from the old-log-prob pass.
+            old_log_prob, advantages, response_mask: the batch's, (B, T).
+            correct: per response 1/0 (reward > 0).
+            uids: prompt group id per response.
+            rows: dataset row per response (adaptive curriculum).
+            preds: extracted final answer per response (adaptive curriculum).
+            seq_logprobs: log P(o) per response, for the likelihood estimator (optional).
+
+        Returns:
+            ``(fields, metrics)``: per-token tensors to attach to the batch, and metrics.
+        """
+        out: dict[str, torch.Tensor] = {}
+        metrics: dict[str, float] = {}
+        acc = group_accuracy(correct, uids)
+        batch_entropy = masked_token_mean(entropy, response_mask)
+
+        if self.token_kl_enabled and self.selection == "batch":
+            token_set = select_tokens(entropy, old_log_prob, advantages, response_mask, self.sent)
+            out[FIELD_TOKEN_SET] = token_set
+            valid = response_mask != 0
+            n = max(int(valid.sum()), 1)
+            metrics["sent/batch_low_entropy_frac"] = int((valid & (token_set != TOKEN_OUTSIDE)).sum()) / n
+            metrics["sent/batch_high_cov_frac"] = int((valid & (token_set == TOKEN_HIGH_COV)).sum()) / n
+            metrics["sent/batch_low_cov_frac"] = int((valid & (token_set == TOKEN_LOW_COV)).sum()) / n
+            metrics["sent/batch_high_cov_tokens"] = float(int((token_set == TOKEN_HIGH_COV).sum()))
+
+        if self.aer is not None:
+            metrics.update(self.aer.step(batch_entropy))
+            coef = self.aer.token_coefficients(torch.as_tensor(acc), response_mask)
+            out[FIELD_ENTROPY_COEF] = coef.to(torch.float32)
+            metrics["aer/mean_token_coef"] = masked_token_mean(coef, response_mask)
+
+        # entropy by difficulty bucket: where does the entropy go?
+        per_seq = ((entropy * (response_mask != 0)).sum(-1) / torch.clamp((response_mask != 0).sum(-1), min=1)).numpy()
+        for name, lo, hi in _BUCKETS:
+            sel = (acc >= lo) & (acc <= hi)
+            if sel.any():
+                metrics[f"entropy_by_difficulty/{name}"] = float(per_seq[sel].mean())
+                metrics[f"entropy_by_difficulty/{name}_frac"] = float(sel.mean())
+
+        if self.adaptive_curriculum:
+            if rows is None or preds is None:
+                raise ValueError("adaptive curriculum needs dataset rows and extracted answers for every response")
+            metrics.update(self._refresh_curriculum(rows, preds, correct, uids, seq_logprobs))
+        return out, metrics
+
+    def _refresh_curriculum(self, rows, preds, correct, uids, seq_logprobs) -> dict[str, float]:
+        groups: dict[str, list[int]] = {}
+        for i, u in enumerate(uids):
+            groups.setdefault(str(u), []).append(i)
+        lam = self.adaptive_ema
+        upd_rows, upd_se, upd_acc, fresh = [], [], [], []
+        for members in groups.values():
+            row = int(rows[members[0]])
+            ids = cluster_answers([preds[i] for i in members])
+            lps = None if seq_logprobs is None else [float(seq_logprobs[i]) for i in members]
+            h = semantic_entropy(ids, lps)
+            a = float(np.mean([correct[i] for i in members]))
+            fresh.append(h)
+            # EMA around the stored value; the first observation seeds it
+            self.se_table[row] = h if row not in self.se_table else lam * self.se_table[row] + (1 - lam) * h
+            self.acc_table[row] = a if row not in self.acc_table else lam * self.acc_table[row] + (1 - lam) * a
+            upd_rows.append(row)
+            upd_se.append(self.se_table[row])
+            upd_acc.append(self.acc_table[row])
+        if self.sampler is not None:
+            self.sampler.update(upd_rows, semantic_entropy=upd_se, accuracy=upd_acc)
+        return {"curriculum/batch_semantic_entropy": float(np.mean(fresh)) if fresh else math.nan}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "aer": None if self.aer is None else self.aer.state_dict(),
+            "se_table": dict(self.se_table),
+            "acc_table": dict(self.acc_table),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (state.get("aer") is None) != (self.aer is None):
+            raise ValueError("checkpoint and run disagree on entropy_rl.aer.enable; resume with the same method")
+        if self.aer is not None:
+            self.aer.load_state_dict(state["aer"])
+        self.se_table = {int(k): float(v) for k, v in state["se_table"].items()}
+        self.acc_table = {int(k): float(v) for k, v in state["acc_table"].items()}
+

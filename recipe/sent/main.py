@@ -1,0 +1,26 @@
+"""Train: ``python -m recipe.sent.main [hydra overrides]``.
+
+Composes ``conf/entropy_rl.yaml`` (veRL's ``ppo_trainer`` + our knobs), a ``method=`` preset
+and a ``model=`` preset, then runs veRL's legacy PPO driver with our TaskRunner. Every
+``actor_rollout_ref.*``, ``data.*``, ``trainer.*`` override veRL users know works as in veRL.
+
+    python -m recipe.sent.main method=sent model=r1_distill_qwen_1.5b
+    python -m recipe.sent.main method=aer entropy_rl.aer.rho=0.5 trainer.n_gpus_per_node=8
+"""
+
+import os
+
+import hydra
+
+CONF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "conf")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="entropy_rl", version_base=None)
+def main(config) -> None:
+    from recipe.sent.adapter import launch
+
+    launch(config, mode="train")
+
+
+if __name__ == "__main__":
+    main()

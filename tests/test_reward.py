@@ -1,0 +1,124 @@
+"""compute_score: veRL's custom_reward_function contract."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from entropy_rl import reward
+from entropy_rl.answers import warm_up
+from entropy_rl.reward import compute_score, gold_answers
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_worker():
+    warm_up()
+    yield
+
+
+def _call(solution, gt, **kw):
+    # veRL passes everything by keyword
+    return compute_score(data_source="math_dapo", solution_str=solution, ground_truth=gt, extra_info={}, **kw)
+
+
+def test_dict_contract():
+    out = _call("reasoning... so $\\boxed{\\frac{1}{2}}$.", "0.5")
+    assert set(out) >= {"score", "acc", "pred"}
+    assert out == {"score": 1.0, "acc": True, "pred": "\\frac{1}{2}"}
+    assert isinstance(out["score"], float)
+
+    wrong = _call("\\boxed{3}", "4")
+    assert wrong == {"score": 0.0, "acc": False, "pred": "3"}
+    assert isinstance(wrong["score"], float)
+
+
+def test_same_keys_for_every_sample():
+    """veRL stacks reward_extra_info per key: every sample must return the same keys."""
+    outs = [_call(s, "2") for s in ["\\boxed{2}", "\\boxed{5}", "no answer", "", None]]
+    assert len({tuple(sorted(o)) for o in outs}) == 1
+    assert [o["score"] for o in outs] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert outs[2]["pred"] == "" and outs[4]["pred"] == ""
+
+
+def test_answer_line_fallback():
+    assert _call("We compute.\nAnswer: 42", "42")["score"] == 1.0
+
+
+def test_last_box_counts():
+    assert _call("\\boxed{1} hmm no, \\boxed{2}", "2")["score"] == 1.0
+    assert _call("\\boxed{2} hmm no, \\boxed{1}", "2")["score"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("gt", "expected"),
+    [
+        (["7", "seven"], 1.0),
+        (("3", "7"), 1.0),
+        (["3", "4"], 0.0),
+        (np.array(["8", "7"], dtype=object), 1.0),
+        ([], 0.0),
+        (7, 1.0),
+        (7.0, 1.0),
+        (np.int64(7), 1.0),
+        (6, 0.0),
+        ("\\boxed{7}", 1.0),
+        ("The answer is $\\boxed{\\dfrac{14}{2}}$", 1.0),
+        ([["7"]], 1.0),
+        (None, 0.0),
+    ],
+)
+def test_ground_truth_forms(gt, expected):
+    assert _call("so \\boxed{7}", gt)["score"] == expected
+
+
+def test_float_ground_truth():
+    assert _call("\\boxed{\\frac{1}{4}}", 0.25)["score"] == 1.0
+    assert _call("\\boxed{0.3}", 0.25)["score"] == 0.0
+
+
+def test_gold_answers():
+    assert gold_answers("\\boxed{\\frac{1}{2}}") == ["\\frac{1}{2}"]
+    assert gold_answers([" 1 ", "", None, 2]) == ["1", "2"]
+    assert gold_answers(np.array([3])) == ["3"]
+    assert gold_answers(2.5) == ["2.5"]
+
+
+def test_extra_kwargs_and_timeout_are_accepted():
+    out = compute_score(
+        data_source="x",
+        solution_str="\\boxed{\\sqrt{8}}",
+        ground_truth="2\\sqrt{2}",
+        extra_info=None,
+        reward_router_address=None,
+        timeout=1.0,
+    )
+    assert out["score"] == 1.0
+
+
+def test_hostile_solution_is_bounded(tmp_path):
+    marker = tmp_path / "pwned"
+    cases = [
+        "\\boxed{3^{3^{3^{3^3}}}}",
+        "\\boxed{__import__('os').system('touch " + str(marker) + "')}",
+        "\\boxed{" * 100_000,
+        "z" * 10_000_000 + "\\boxed{1}",
+    ]
+    for text in cases:
+        warm_up()
+        t0 = time.perf_counter()
+        out = _call(text, "5")
+        assert out["score"] == 0.0
+        assert time.perf_counter() - t0 < 2.5
+    assert not marker.exists()
+
+
+def test_loads_like_verl_custom_reward_function():
+    """veRL loads `custom_reward_function.path` by file path and calls it by keyword."""
+    import_utils = pytest.importorskip("verl.utils.import_utils")
+    fn = import_utils.load_extern_object(module_path=str(Path(reward.__file__)), object_name="compute_score")
+    merged = {"data_source": "aime", "solution_str": "\\boxed{033}", "ground_truth": "33", "extra_info": {}}
+    out = fn(**merged)
+    assert out["score"] == 1.0 and out["acc"] is True and out["pred"] == "033"
