@@ -1,0 +1,77 @@
+"""Launch scripts pass overrides through, prepare missing data, submit a valid runtime env;
+the main job refuses clearly when the cluster lacks the GPUs it asks for."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+def stub(path, body):
+    with open(path, "w") as f:
+        f.write("#!/usr/bin/env bash\n" + body)
+    os.chmod(path, os.stat(path).st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+@pytest.mark.parametrize("script", ["launch/train.sh", "launch/submit.sh", "launch/slurm.sbatch"])
+def test_scripts_parse(script):
+    subprocess.run(["bash", "-n", os.path.join(ROOT, script)], check=True)
+
+
+def test_train_sh_passes_overrides_and_skips_prepared_data(tmp_path):
+    data = tmp_path / "data"
+    for rel in ("dapo_math_17k/train.parquet", "math500/test.parquet", "aime24/test.parquet"):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(b"")
+    log = tmp_path / "args"
+    py = stub(tmp_path / "py", f'printf "%s\\n" "$@" > {log}\n')
+    env = {**os.environ, "PYTHON": py, "ENTROPY_RL_DATA": str(data)}
+    subprocess.run(["bash", os.path.join(ROOT, "launch/train.sh"), "method=sent", "trainer.n_gpus_per_node=8"],
+                   check=True, env=env)
+    assert log.read_text().split() == ["-m", "recipe.sent.main", "method=sent", "trainer.n_gpus_per_node=8"]
+
+
+def test_train_sh_prepares_missing_data_first(tmp_path):
+    log = tmp_path / "calls"
+    py = stub(tmp_path / "py", f'echo "$*" >> {log}\n')
+    env = {**os.environ, "PYTHON": py, "ENTROPY_RL_DATA": str(tmp_path / "empty")}
+    subprocess.run(["bash", os.path.join(ROOT, "launch/train.sh"), "method=aer"], check=True, env=env)
+    first, second = log.read_text().strip().splitlines()
+    assert first.startswith("launch/prepare_data.py") and "dapo_math_17k,math500,aime24" in first
+    assert second == "-m recipe.sent.main method=aer"
+
+
+def test_submit_sh_sends_a_valid_runtime_env(tmp_path):
+    log = tmp_path / "args.json"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    stub(bindir / "ray", f'python3 -c "import json,sys; json.dump(sys.argv[1:], open(\'{log}\',\'w\'))" "$@"\n')
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "RAY_ADDRESS": "http://10.0.0.1:8265"}
+    subprocess.run(["bash", os.path.join(ROOT, "launch/submit.sh"), "method=sent", "trainer.nnodes=2"],
+                   check=True, env=env)
+    args = json.loads(log.read_text())
+    assert args[:3] == ["job", "submit", "--address"] and args[3] == "http://10.0.0.1:8265"
+    renv = json.loads(args[args.index("--runtime-env-json") + 1])
+    assert renv["working_dir"] == ROOT and ".venv/" in renv["excludes"]
+    assert "ENTROPY_RL_DATA" in renv["env_vars"]
+    assert args[args.index("--") + 1 :] == ["python", "-m", "recipe.sent.main", "method=sent", "trainer.nnodes=2"]
+
+
+def test_main_job_refuses_without_gpus(monkeypatch):
+    from omegaconf import OmegaConf
+
+    import recipe.sent.adapter as adapter
+
+    cfg = OmegaConf.create({"trainer": {"nnodes": 1, "n_gpus_per_node": 1}})
+    monkeypatch.setattr(adapter.ray, "cluster_resources", lambda: {"CPU": 2.0})
+    with pytest.raises(RuntimeError, match=r"needs 1 GPU.*offers 0.*Docker image"):
+        adapter.require_accelerators(cfg)
+    monkeypatch.setattr(adapter.ray, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 8.0})
+    adapter.require_accelerators(OmegaConf.create({"trainer": {"nnodes": 1, "n_gpus_per_node": 8}}))
