@@ -222,7 +222,8 @@ def test_step_hooks_attach_fields_and_metrics(tiny, tmp_path):
     assert coef.shape == mask.shape and torch.all(coef[mask == 0] == 0)
     assert trainer.hooks.aer.steps == 2 and trainer.hooks.aer.h0 is not None
     for k in ("aer/alpha", "aer/target_entropy", "sent/batch_low_entropy_frac", "curriculum/stage",
-              "curriculum/batch_semantic_entropy"):
+              "curriculum/batch_semantic_entropy",
+              "curriculum/stage_semantic_entropy", "curriculum/rollout_semantic_entropy"):
         assert k in metrics, k
     assert any(k.startswith("entropy_by_difficulty/") for k in metrics)
     # adaptive refresh: the step's rollouts updated the sampler's scores, no extra generation

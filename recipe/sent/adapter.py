@@ -219,6 +219,19 @@ def dataset_rows(dataset) -> list[dict]:
     return [frame[i] for i in range(len(frame))]
 
 
+def curriculum_metrics(sampler: SemanticEntropyCurriculumSampler, rows: list[int] | None) -> dict[str, float]:
+    """Stage, progress, and the semantic entropy of this batch's prompts and of the stage."""
+    m = sampler.metrics()
+    scores = sampler.scores.numpy()
+    if rows is not None:
+        m["curriculum/batch_semantic_entropy"] = float(np.nanmean(scores[np.unique(rows)]))
+    stage = sampler.current_stage
+    members = [i for i in range(sampler.num_rows) if sampler.stage_of(i) == stage]
+    if members:
+        m["curriculum/stage_semantic_entropy"] = float(np.nanmean(scores[members]))
+    return m
+
+
 # ============================================================== the trainer
 class EntropyRLTrainer(RayPPOTrainer):
     """veRL's ``RayPPOTrainer`` plus SENT / AER / the curriculum, through the hooks only."""
@@ -368,8 +381,9 @@ class EntropyRLTrainer(RayPPOTrainer):
         nt = batch.non_tensor_batch
         correct = np.asarray(nt["acc"], dtype=np.float64) if "acc" in nt else (b["token_level_scores"].sum(-1) > 0).numpy()
         rows = preds = None
-        if self.hooks.adaptive_curriculum:
+        if self._row_of_index is not None:
             rows = [self._row_of_index[k] for k in nt["index"]]
+        if self.hooks.adaptive_curriculum:
             preds = [None if p in (None, "") else str(p) for p in nt["pred"]]
         fields, metrics = self.hooks.on_batch(
             entropy=self._entropy,
@@ -385,7 +399,7 @@ class EntropyRLTrainer(RayPPOTrainer):
         for k, v in fields.items():
             batch.batch[k] = v
         if self.hooks.sampler is not None:
-            metrics.update(self.hooks.sampler.metrics())
+            metrics.update(curriculum_metrics(self.hooks.sampler, rows))
         self._entropy = None
         return metrics
 

@@ -178,7 +178,7 @@ class EntropyHooks:
             upd_acc.append(self.acc_table[row])
         if self.sampler is not None:
             self.sampler.update(upd_rows, semantic_entropy=upd_se, accuracy=upd_acc)
-        return {"curriculum/batch_semantic_entropy": float(np.mean(fresh)) if fresh else math.nan}
+        return {"curriculum/rollout_semantic_entropy": float(np.mean(fresh)) if fresh else math.nan}
 
     def state_dict(self) -> dict[str, Any]:
         return {
