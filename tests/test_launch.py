@@ -25,6 +25,15 @@ def test_scripts_parse(script):
     subprocess.run(["bash", "-n", os.path.join(ROOT, script)], check=True)
 
 
+def gpu_env(tmp_path, **extra):
+    """A PATH with a fake `nvidia-smi` that lists one GPU."""
+    bindir = tmp_path / "gpubin"
+    bindir.mkdir(exist_ok=True)
+    stub(bindir / "nvidia-smi", 'echo "GPU 0: NVIDIA H100 (UUID: GPU-0)"\n')
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    return {**env, "PATH": f"{bindir}:{os.environ['PATH']}", **extra}
+
+
 def test_train_sh_passes_overrides_and_skips_prepared_data(tmp_path):
     data = tmp_path / "data"
     for rel in ("dapo_math_17k/train.parquet", "math500/test.parquet", "aime24/test.parquet"):
@@ -32,7 +41,7 @@ def test_train_sh_passes_overrides_and_skips_prepared_data(tmp_path):
         (data / rel).write_bytes(b"")
     log = tmp_path / "args"
     py = stub(tmp_path / "py", f'printf "%s\\n" "$@" > {log}\n')
-    env = {**os.environ, "PYTHON": py, "ENTROPY_RL_DATA": str(data)}
+    env = gpu_env(tmp_path, PYTHON=py, ENTROPY_RL_DATA=str(data))
     subprocess.run(["bash", os.path.join(ROOT, "launch/train.sh"), "method=sent", "trainer.n_gpus_per_node=8"],
                    check=True, env=env)
     assert log.read_text().split() == ["-m", "recipe.sent.main", "method=sent", "trainer.n_gpus_per_node=8"]
@@ -41,11 +50,28 @@ def test_train_sh_passes_overrides_and_skips_prepared_data(tmp_path):
 def test_train_sh_prepares_missing_data_first(tmp_path):
     log = tmp_path / "calls"
     py = stub(tmp_path / "py", f'echo "$*" >> {log}\n')
-    env = {**os.environ, "PYTHON": py, "ENTROPY_RL_DATA": str(tmp_path / "empty")}
+    env = gpu_env(tmp_path, PYTHON=py, ENTROPY_RL_DATA=str(tmp_path / "empty"))
     subprocess.run(["bash", os.path.join(ROOT, "launch/train.sh"), "method=aer"], check=True, env=env)
     first, second = log.read_text().strip().splitlines()
     assert first.startswith("launch/prepare_data.py") and "dapo_math_17k,math500,aime24" in first
     assert second == "-m recipe.sent.main method=aer"
+
+
+@pytest.mark.parametrize("hide", ["empty_cuda_visible_devices", "no_nvidia_smi"])
+def test_train_sh_without_gpu_runs_the_cpu_backend(tmp_path, hide):
+    log = tmp_path / "calls"
+    py = stub(tmp_path / "py", f'echo "$*" >> {log}\n')
+    if hide == "empty_cuda_visible_devices":
+        env = gpu_env(tmp_path, PYTHON=py, ENTROPY_RL_DATA=str(tmp_path / "d"), CUDA_VISIBLE_DEVICES="")
+    else:
+        env = {**os.environ, "PYTHON": py, "ENTROPY_RL_DATA": str(tmp_path / "d"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(["bash", os.path.join(ROOT, "launch/train.sh"), "trainer.total_training_steps=5"],
+                         check=True, env=env, capture_output=True, text=True).stdout
+    assert "no GPU visible" in out
+    first, second = log.read_text().strip().splitlines()
+    assert first.startswith("launch/prepare_cpu_demo.py --out") and first.endswith("/d/cpu_demo")
+    assert second == ("-m recipe.sent.main backend=cpu method=sent_aer entropy_rl.curriculum.adaptive=true "
+                      "trainer.total_training_steps=5")
 
 
 def test_submit_sh_sends_a_valid_runtime_env(tmp_path):
@@ -75,3 +101,27 @@ def test_main_job_refuses_without_gpus(monkeypatch):
         adapter.require_accelerators(cfg)
     monkeypatch.setattr(adapter.ray, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 8.0})
     adapter.require_accelerators(OmegaConf.create({"trainer": {"nnodes": 1, "n_gpus_per_node": 8}}))
+
+
+def test_cpu_backend_refuses_gpu_only_options_by_name(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from recipe.sent.adapter import check_cpu_config
+
+    def cfg(*o):
+        with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base=None):
+            return compose(config_name="entropy_rl", overrides=["backend=cpu", *o])
+
+    check_cpu_config(cfg())
+    with pytest.raises(ValueError, match="rollout.name='vllm'"):
+        check_cpu_config(cfg("actor_rollout_ref.rollout.name=vllm"))
+    with pytest.raises(ValueError, match="attn_implementation='flash_attention_2'"):
+        check_cpu_config(cfg("actor_rollout_ref.model.override_config.attn_implementation=flash_attention_2"))
+    with pytest.raises(ValueError, match="actor.strategy='fsdp'"):
+        check_cpu_config(cfg("actor_rollout_ref.actor.strategy=fsdp"))
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "config.json").write_text(json.dumps(
+        {"hidden_size": 8192, "num_hidden_layers": 80, "vocab_size": 152064, "intermediate_size": 29568}))
+    with pytest.raises(MemoryError, match="GiB"):
+        check_cpu_config(cfg(f"actor_rollout_ref.model.path={big}"))

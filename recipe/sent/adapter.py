@@ -556,11 +556,64 @@ def write_scored_dataset(config: Any, rows: list[dict], table: pd.DataFrame) -> 
     return out
 
 
+def check_cpu_config(config: Any) -> None:
+    """On the CPU backend, refuse GPU-only options and models too large for memory, by name."""
+    a = config.actor_rollout_ref
+    problems = []
+    if a.rollout.name != "hf":
+        problems.append(f"actor_rollout_ref.rollout.name={a.rollout.name!r} (GPU-only); the CPU backend serves 'hf'")
+    attn = (a.model.get("override_config") or {}).get("attn_implementation", "flash_attention_2")
+    if "flash" in str(attn):
+        problems.append(f"actor_rollout_ref.model.override_config.attn_implementation={attn!r} is GPU-only; use 'sdpa'")
+    for key in ("actor", "ref"):
+        if a[key].strategy != "fsdp2":
+            problems.append(f"actor_rollout_ref.{key}.strategy={a[key].strategy!r}: FSDP1 refuses CPU parameters; use fsdp2")
+    if a.model.get("use_fused_kernels"):
+        problems.append("actor_rollout_ref.model.use_fused_kernels=true is GPU-only")
+    if a.model.get("use_liger"):
+        problems.append("actor_rollout_ref.model.use_liger=true is GPU-only")
+    if problems:
+        raise ValueError("the CPU backend cannot run with: " + "; ".join(problems))
+    need = estimated_training_bytes(a.model.path)
+    if need is not None:
+        from entropy_rl.cpu.platform import _memory
+
+        free, total = _memory()
+        if need > free:
+            raise MemoryError(
+                f"actor_rollout_ref.model.path={a.model.path}: training it on the CPU backend needs about "
+                f"{need / 2**30:.1f} GiB (fp32 weights, gradients, Adam state, reference and rollout copies) "
+                f"but {free / 2**30:.1f} GiB of {total / 2**30:.1f} GiB is free; use a smaller model"
+            )
+
+
+def estimated_training_bytes(model_path: str) -> int | None:
+    """~24 bytes per parameter: fp32 weights, grads, 2 Adam moments, ref and rollout copies."""
+    import json
+
+    path = os.path.join(os.path.expanduser(str(model_path)), "config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        c = json.load(f)
+    h, n_layers, vocab = c.get("hidden_size"), c.get("num_hidden_layers"), c.get("vocab_size")
+    if not (h and n_layers and vocab):
+        return None
+    ffn = c.get("intermediate_size") or 4 * h
+    params = n_layers * (4 * h * h + 3 * h * ffn) + vocab * h * (1 if c.get("tie_word_embeddings", True) else 2)
+    return int(params * 4 * 6)
+
+
 def launch(config: Any, mode: str = "train") -> None:
     """Start (or join) Ray exactly as veRL's main does and run our TaskRunner."""
     from verl.trainer.main_ppo import run_ppo
     from verl.utils.device import auto_set_device
 
+    if config.entropy_rl.get("backend", "gpu") == "cpu":
+        from entropy_rl.cpu import activate
+
+        activate()  # the driver's own registries; workers get it from the plugin
+        check_cpu_config(config)
     auto_set_device(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     check_config(config)

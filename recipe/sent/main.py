@@ -15,8 +15,15 @@ import hydra
 CONF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "conf")
 
 
+def select_platform(config) -> None:
+    """veRL resolves its platform once per process, at import: choose it before importing veRL."""
+    if config.entropy_rl.get("backend", "gpu") == "cpu":
+        os.environ["VERL_PLATFORM"] = "cpu"
+
+
 @hydra.main(config_path=CONF_DIR, config_name="entropy_rl", version_base=None)
 def main(config) -> None:
+    select_platform(config)
     from recipe.sent.adapter import launch
 
     launch(config, mode="train")

@@ -9,11 +9,12 @@ Also writes the training rows with the scores as a parquet (``entropy_rl.scoring
 
 import hydra
 
-from recipe.sent.main import CONF_DIR
+from recipe.sent.main import CONF_DIR, select_platform
 
 
 @hydra.main(config_path=CONF_DIR, config_name="entropy_rl", version_base=None)
 def main(config) -> None:
+    select_platform(config)
     from recipe.sent.adapter import launch
 
     launch(config, mode="score")

@@ -1,0 +1,256 @@
+"""A ``cpu`` platform for veRL 0.9.1, and veRL's FSDP2 engines registered for it.
+
+veRL resolves its device through ``verl.plugin.platform`` (``VERL_PLATFORM`` or auto-detection)
+and only ships nvidia / huawei / amd platforms; on a machine without an accelerator it falls
+back to ``nvidia`` and asks for NCCL. This module adds what a CPU needs, through veRL's own
+registries only (``shared/verl-cpu.md`` lists each blocker and where it comes from):
+
+- :class:`PlatformCPU`, registered as ``cpu``: gloo, ``current_device() == "cpu"`` (veRL uses
+  ``get_device_id()`` as a device spec), and a device module answering veRL's
+  ``torch.cuda``-style calls (synchronize, empty_cache, memory stats, RNG state, streams).
+  It never auto-detects: it is used only when ``VERL_PLATFORM=cpu``. Its Ray resource stays
+  ``GPU``, so veRL's placement groups work when Ray is started with ``num_gpus`` as a
+  logical label (torch never sees CUDA).
+- veRL's FSDP engine classes registered for device ``cpu`` (veRL registers cuda / npu only).
+- veRL builds the process-group backend as ``cpu:gloo,<device>:<backend>``, i.e.
+  ``cpu:gloo,cpu:gloo`` here, which torch rejects (duplicate device type). We wrap
+  ``initialize_global_process_group_ray`` so a backend naming one device twice is reduced
+  to a single entry; with any other platform the wrapper passes through untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from contextlib import contextmanager
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import torch
+
+from verl.plugin.platform import PlatformBase, PlatformRegistry
+
+PLATFORM_NAME = "cpu"
+
+
+def _memory() -> tuple[int, int]:
+    """(free, total) bytes of host memory, what ``mem_get_info`` reports on a GPU."""
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return int(vm.available), int(vm.total)
+    except ImportError:  # pragma: no cover - psutil ships with ray
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        return int(os.sysconf("SC_AVPHYS_PAGES") * size), int(pages * size)
+
+
+def _rss() -> int:
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except ImportError:  # pragma: no cover
+        return 0
+
+
+class _Event:
+    """``torch.cuda.Event`` stand-in: timing by wall clock, sync is a no-op."""
+
+    def __init__(self, enable_timing: bool = False, **_: Any) -> None:
+        self.t: float | None = None
+
+    def record(self, stream: Any = None) -> None:
+        import time
+
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+    def wait(self, stream: Any = None) -> None:
+        pass
+
+    def query(self) -> bool:
+        return True
+
+    def elapsed_time(self, end: _Event) -> float:
+        return 1000.0 * ((end.t or 0.0) - (self.t or 0.0))
+
+
+def _device_module() -> ModuleType:
+    """``torch.cpu`` plus the ``torch.cuda`` calls veRL makes through ``get_torch_device()``."""
+    cpu = torch.cpu
+    ns = SimpleNamespace(
+        is_available=lambda: True,
+        device_count=lambda: 1,
+        current_device=lambda: PLATFORM_NAME,
+        set_device=lambda *_a, **_k: None,
+        synchronize=lambda *_a, **_k: None,
+        empty_cache=lambda: None,
+        ipc_collect=lambda: None,
+        set_per_process_memory_fraction=lambda *_a, **_k: None,
+        mem_get_info=lambda *_a, **_k: _memory(),
+        memory_allocated=lambda *_a, **_k: _rss(),
+        memory_reserved=lambda *_a, **_k: _rss(),
+        max_memory_allocated=lambda *_a, **_k: _rss(),
+        max_memory_reserved=lambda *_a, **_k: _rss(),
+        reset_peak_memory_stats=lambda *_a, **_k: None,
+        memory_stats=lambda *_a, **_k: {},
+        get_device_name=lambda *_a, **_k: "cpu",
+        get_rng_state=lambda *_a, **_k: torch.get_rng_state(),
+        set_rng_state=lambda state, *_a, **_k: torch.set_rng_state(state),
+        manual_seed=torch.manual_seed,
+        manual_seed_all=torch.manual_seed,
+        current_stream=cpu.current_stream,
+        stream=cpu.stream,
+        Stream=cpu.Stream,
+        Event=_Event,
+        is_initialized=lambda: True,
+    )
+    module = ModuleType("entropy_rl.cpu.device")
+    module.__dict__.update(vars(ns))
+    return module
+
+
+_DEVICE_MODULE = _device_module()
+
+
+class PlatformCPU(PlatformBase):
+    """veRL platform for running the whole PPO loop on host CPUs (gloo, no CUDA calls)."""
+
+    @property
+    def device_name(self) -> str:
+        return PLATFORM_NAME
+
+    @property
+    def vendor_name(self) -> str:
+        return "cpu"
+
+    @property
+    def device_module(self) -> ModuleType:
+        return _DEVICE_MODULE
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_platform_available(self, use_smi_check: bool = False) -> bool:
+        # Never picked by auto-detection: only VERL_PLATFORM=cpu selects it, so GPU runs
+        # are never affected by having this plugin installed.
+        return False
+
+    def current_device(self) -> str:  # veRL uses it as a device spec: `.to(get_device_id())`
+        return PLATFORM_NAME
+
+    def device_count(self) -> int:
+        return 1
+
+    def set_device(self, device_index: int) -> None:
+        pass
+
+    def synchronize(self, device_index: int | None = None) -> None:
+        pass
+
+    def manual_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def manual_seed_all(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def set_allocator_settings(self, settings: str) -> None:
+        pass
+
+    def empty_cache(self) -> None:
+        pass
+
+    def get_device_capability(self, device_index: int = 0) -> tuple[int | None, int | None]:
+        return None, None
+
+    def communication_backend_name(self) -> str:
+        return "gloo"
+
+    def visible_devices_envvar(self) -> str:
+        # Ray sets CUDA_VISIBLE_DEVICES for the logical GPU label; the CPU build ignores it.
+        return "CUDA_VISIBLE_DEVICES"
+
+    @contextmanager
+    def nvtx_range(self, msg: str):
+        yield
+
+    def profiler_start(self) -> None:
+        pass
+
+    def profiler_stop(self) -> None:
+        pass
+
+    def ray_resource_name(self) -> str:
+        return "GPU"
+
+    def ray_noset_envvars(self) -> list[str]:
+        return ["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"]
+
+    def is_ipc_supported(self) -> bool:
+        return False
+
+    def cudart(self) -> Any:
+        return None
+
+
+def _dedupe_backend(backend: str | None) -> str | None:
+    """``cpu:gloo,cpu:gloo`` → ``cpu:gloo``: one entry per device type."""
+    if not backend or "," not in backend:
+        return backend
+    seen: dict[str, str] = {}
+    for part in backend.split(","):
+        dev, _, name = part.partition(":")
+        seen.setdefault(dev.strip(), part.strip())
+    return ",".join(seen.values())
+
+
+def _wrap_process_group_init() -> None:
+    import verl.utils.distributed as dist_utils
+
+    original = dist_utils.initialize_global_process_group_ray
+    if getattr(original, "_entropy_rl_cpu", False):
+        return
+
+    @functools.wraps(original)
+    def initialize_global_process_group_ray(timeout_second=None, backend=None):
+        from verl.utils.device import get_device_name, get_nccl_backend
+
+        if get_device_name() == PLATFORM_NAME:
+            backend = _dedupe_backend(backend or f"cpu:gloo,{get_device_name()}:{get_nccl_backend()}")
+        return original(timeout_second=timeout_second, backend=backend)
+
+    initialize_global_process_group_ray._entropy_rl_cpu = True  # type: ignore[attr-defined]
+    dist_utils.initialize_global_process_group_ray = initialize_global_process_group_ray
+    # modules that bound the name before we ran (normally none: plugins load at `import verl`)
+    for name in ("verl.workers.engine_workers", "verl.checkpoint_engine.base"):
+        mod = sys.modules.get(name)
+        if mod is not None and hasattr(mod, "initialize_global_process_group_ray"):
+            mod.initialize_global_process_group_ray = initialize_global_process_group_ray
+
+
+def _register_engines() -> None:
+    from verl.workers.engine.base import EngineRegistry
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDPEngineWithValueHead
+
+    for model_type, cls in (("language_model", FSDPEngineWithLMHead), ("value_model", FSDPEngineWithValueHead)):
+        for backend in ("fsdp", "fsdp2"):
+            if PLATFORM_NAME not in EngineRegistry._engines.get(model_type, {}).get(backend, {}):
+                EngineRegistry.register(model_type=model_type, backend=backend, device=PLATFORM_NAME)(cls)
+
+
+def register_platform() -> None:
+    """Make ``VERL_PLATFORM=cpu`` resolvable (cheap; safe in every process)."""
+    if PlatformRegistry.get(PLATFORM_NAME) is None:
+        PlatformRegistry.register(platform=PLATFORM_NAME)(PlatformCPU)
+
+
+def activate() -> None:
+    """Everything the cpu platform needs in this process (idempotent)."""
+    register_platform()
+    _wrap_process_group_init()
+    _register_engines()
+

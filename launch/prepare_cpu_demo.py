@@ -1,0 +1,209 @@
+"""Build the CPU demo: a tiny local model and a synthetic math task with verifiable answers.
+
+``launch/train.sh`` runs this on a machine without a GPU (nothing is downloaded):
+
+- task: ``Compute a + b - c`` with a, b, c in [0, 10); a worked answer is a 2-step chain in one
+  of three equally valid orders (``a + b = s ; s - c = r``, ``a - c = s ; s + b = r``,
+  ``b - c = s ; s + a = r``), then ``\\boxed{ r }``. The order is a real decision, so entropy can
+  collapse onto one path (``shared/entropy-probe.md``).
+- tokenizer: word level, one token per integer and symbol, with a chat template;
+- model: a randomly initialised Qwen2 (hidden 64, 2 layers, ~0.1M parameters), warm-started by a
+  short supervised pass on worked solutions of which 20% carry an arithmetic slip, so the
+  sampled accuracy starts well above zero but below one and rewards, groups and semantic
+  entropy all vary.
+
+    python launch/prepare_cpu_demo.py --out ~/data/entropy_rl/cpu_demo
+
+writes ``model/`` (HF format, with tokenizer), ``train.parquet`` and ``test.parquet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+import pandas as pd
+import torch
+
+LOW, HIGH = 0, 10
+NUMBERS = [str(i) for i in range(-25, 45)]
+SYMBOLS = ["Compute", "+", "-", "=", ";", r"\boxed{", "}", ":"]
+SPECIAL = ["<pad>", "<eos>", "<unk>"]
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} :{% endfor %}"
+DATA_SOURCE = "cpu_demo"
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer
+    from tokenizers.decoders import WordPiece
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIAL + SYMBOLS + NUMBERS)}
+    tok = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = WhitespaceSplit()
+    tok.decoder = WordPiece(prefix="##", cleanup=False)  # joins tokens with spaces
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    hf.chat_template = CHAT_TEMPLATE
+    return hf
+
+
+def make_model(tokenizer, hidden: int = 64, layers: int = 2, seed: int = 0):
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+    )
+    model = Qwen2ForCausalLM(cfg)
+    # No sampling defaults may sneak into any generate() call (top_k=50 would truncate this vocab).
+    model.generation_config = GenerationConfig(
+        do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    return model
+
+
+def problem(rng: random.Random) -> tuple[int, int, int]:
+    return rng.randrange(LOW, HIGH), rng.randrange(LOW, HIGH), rng.randrange(LOW, HIGH)
+
+
+def prompt_text(a: int, b: int, c: int) -> str:
+    return f"Compute {a} + {b} - {c}"
+
+
+def solution(a: int, b: int, c: int, rng: random.Random, slip: float) -> str:
+    """A worked solution in a random order; with probability ``slip`` one number is off by 1-3."""
+    order = rng.randrange(3)
+    if order == 0:
+        s, steps = a + b, lambda s: (f"{a} + {b} = {s}", f"{s} - {c}")
+    elif order == 1:
+        s, steps = a - c, lambda s: (f"{a} - {c} = {s}", f"{s} + {b}")
+    else:
+        s, steps = b - c, lambda s: (f"{b} - {c} = {s}", f"{s} + {a}")
+    r = a + b - c
+    if rng.random() < slip:
+        delta = rng.choice([-3, -2, -1, 1, 2, 3])
+        if rng.random() < 0.5:
+            s += delta  # a slip in the first step, carried through the second
+        r += delta
+    first, second = steps(s)
+    return f"{first} ; {second} = {r} ; \\boxed{{ {r} }}"
+
+
+def rows(n: int, seed: int, split: str) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b, c = problem(rng)
+        out.append({
+            "data_source": DATA_SOURCE,
+            "prompt": [{"role": "user", "content": prompt_text(a, b, c)}],
+            "ability": "math",
+            "reward_model": {"style": "rule", "ground_truth": str(a + b - c)},
+            "extra_info": {"index": i, "split": split},
+        })
+    return out
+
+
+def warm_start(model, tokenizer, steps: int, batch: int, lr: float, slip: float, seed: int) -> float:
+    """Supervised pass on worked solutions (prompt tokens masked out of the loss)."""
+    rng = random.Random(seed + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    t0 = time.time()
+    loss_v = float("nan")
+    for step in range(steps):
+        texts, prompt_lens = [], []
+        for _ in range(batch):
+            a, b, c = problem(rng)
+            p = tokenizer.apply_chat_template([{"role": "user", "content": prompt_text(a, b, c)}], tokenize=False)
+            texts.append(p + " " + solution(a, b, c, rng, slip) + " <eos>")
+            prompt_lens.append(len(tokenizer(p)["input_ids"]))
+        enc = tokenizer(texts, return_tensors="pt", padding=True)
+        labels = enc["input_ids"].clone()
+        labels[enc["attention_mask"] == 0] = -100
+        for i, n in enumerate(prompt_lens):
+            labels[i, :n] = -100
+        loss = model(**enc, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss_v = float(loss)
+        if step % 25 == 0 or step == steps - 1:
+            el = time.time() - t0
+            eta = el / (step + 1) * (steps - step - 1)
+            print(f"[cpu-demo] warm start {step + 1}/{steps} loss {loss_v:.3f} elapsed {el:.0f}s ETA {eta:.0f}s", flush=True)
+    model.eval()
+    return loss_v
+
+
+@torch.no_grad()
+def sampled_accuracy(model, tokenizer, data: list[dict], n: int = 64, seed: int = 0) -> float:
+    from entropy_rl.reward import compute_score
+
+    torch.manual_seed(seed)
+    tokenizer.padding_side = "left"
+    prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False) for r in data[:n]]
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    out = model.generate(**enc, max_new_tokens=24, do_sample=True, top_k=0, top_p=1.0, temperature=1.0)
+    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    scores = [compute_score(DATA_SOURCE, t, r["reward_model"]["ground_truth"])["score"] for t, r in zip(texts, data)]
+    return sum(scores) / len(scores)
+
+
+def prepare(out: str, n_train: int = 256, n_test: int = 64, steps: int = 400, batch: int = 64, lr: float = 5e-3,
+            slip: float = 0.2, seed: int = 0, force: bool = False) -> dict:
+    out = os.path.expanduser(out)
+    done = os.path.join(out, "cpu_demo.json")
+    if os.path.exists(done) and not force:
+        with open(done) as f:
+            info = json.load(f)
+        print(f"[cpu-demo] already prepared at {out} (use --force to rebuild)")
+        return info
+    os.makedirs(out, exist_ok=True)
+    tokenizer = make_tokenizer()
+    model = make_model(tokenizer, seed=seed)
+    train, test = rows(n_train, seed, "train"), rows(n_test, seed + 7, "test")
+    t0 = time.time()
+    loss = warm_start(model, tokenizer, steps, batch, lr, slip, seed)
+    acc = sampled_accuracy(model, tokenizer, test)
+    model.save_pretrained(os.path.join(out, "model"))
+    tokenizer.save_pretrained(os.path.join(out, "model"))
+    for name, data in (("train", train), ("test", test)):
+        tmp = os.path.join(out, f".{name}.parquet.tmp")
+        pd.DataFrame(data).to_parquet(tmp, index=False)
+        os.replace(tmp, os.path.join(out, f"{name}.parquet"))
+    info = {"parameters": sum(p.numel() for p in model.parameters()), "warm_start_steps": steps,
+            "warm_start_loss": loss, "sampled_accuracy": acc, "seconds": round(time.time() - t0, 1),
+            "train_rows": n_train, "test_rows": n_test}
+    with open(done, "w") as f:
+        json.dump(info, f, indent=1)
+    print(f"[cpu-demo] model ({info['parameters']} parameters, sampled accuracy {acc:.2f}) and data written to {out}")
+    return info
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_out = os.path.join(os.environ.get("ENTROPY_RL_DATA", os.path.expanduser("~/data/entropy_rl")), "cpu_demo")
+    ap.add_argument("--out", default=default_out)
+    ap.add_argument("--steps", type=int, default=400, help="warm-start SFT steps")
+    ap.add_argument("--train-rows", type=int, default=256)
+    ap.add_argument("--test-rows", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--force", action="store_true")
+    a = ap.parse_args(argv)
+    prepare(a.out, a.train_rows, a.test_rows, a.steps, seed=a.seed, force=a.force)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    main()
