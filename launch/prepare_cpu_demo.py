@@ -6,7 +6,7 @@
   of three equally valid orders (``a + b = s ; s - c = r``, ``a - c = s ; s + b = r``,
   ``b - c = s ; s + a = r``), then ``\\boxed{ r }``. The order is a real decision, so entropy can
   collapse onto one path (``shared/entropy-probe.md``).
-- tokenizer: word level, one token per integer and symbol, with a chat template;
+- tokenizer: a byte-level BPE trained on the task's text (loads as veRL's Qwen2 tokenizer);
 - model: a randomly initialised Qwen2 (hidden 64, 2 layers, ~0.1M parameters), warm-started by a
   short supervised pass on worked solutions of which 20% carry an arithmetic slip, so the
   sampled accuracy starts well above zero but below one and rewards, groups and semantic
@@ -30,24 +30,43 @@ import pandas as pd
 import torch
 
 LOW, HIGH = 0, 10
-NUMBERS = [str(i) for i in range(-25, 45)]
-SYMBOLS = ["Compute", "+", "-", "=", ";", r"\boxed{", "}", ":"]
 SPECIAL = ["<pad>", "<eos>", "<unk>"]
-CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} :{% endfor %}"
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['content'] }} :\n{% endfor %}"
 DATA_SOURCE = "cpu_demo"
 
 
+# Qwen2's pre-tokenizer split; transformers 5 rebuilds it for any model_type "qwen2" checkpoint,
+# so the demo tokenizer is a byte-level BPE trained under the same split.
+_QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _corpus(n: int = 4000, seed: int = 123) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        a, b, c = problem(rng)
+        lines.append(prompt_text(a, b, c) + " :\n" + solution(a, b, c, rng, slip=0.3))
+    return lines
+
+
 def make_tokenizer():
-    from tokenizers import Tokenizer
-    from tokenizers.decoders import WordPiece
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
+    """A byte-level BPE over the task's text (~300 tokens), loadable by veRL as a Qwen2 tokenizer."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate(SPECIAL + SYMBOLS + NUMBERS)}
-    tok = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = WhitespaceSplit()
-    tok.decoder = WordPiece(prefix="##", cleanup=False)  # joins tokens with spaces
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
     hf.chat_template = CHAT_TEMPLATE
     return hf
@@ -126,7 +145,7 @@ def warm_start(model, tokenizer, steps: int, batch: int, lr: float, slip: float,
         for _ in range(batch):
             a, b, c = problem(rng)
             p = tokenizer.apply_chat_template([{"role": "user", "content": prompt_text(a, b, c)}], tokenize=False)
-            texts.append(p + " " + solution(a, b, c, rng, slip) + " <eos>")
+            texts.append(p + solution(a, b, c, rng, slip) + "<eos>")
             prompt_lens.append(len(tokenizer(p)["input_ids"]))
         enc = tokenizer(texts, return_tensors="pt", padding=True)
         labels = enc["input_ids"].clone()
@@ -154,13 +173,13 @@ def sampled_accuracy(model, tokenizer, data: list[dict], n: int = 64, seed: int 
     tokenizer.padding_side = "left"
     prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False) for r in data[:n]]
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
-    out = model.generate(**enc, max_new_tokens=24, do_sample=True, top_k=0, top_p=1.0, temperature=1.0)
+    out = model.generate(**enc, max_new_tokens=32, do_sample=True, top_k=0, top_p=1.0, temperature=1.0)
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     scores = [compute_score(DATA_SOURCE, t, r["reward_model"]["ground_truth"])["score"] for t, r in zip(texts, data)]
     return sum(scores) / len(scores)
 
 
-def prepare(out: str, n_train: int = 256, n_test: int = 64, steps: int = 400, batch: int = 64, lr: float = 5e-3,
+def prepare(out: str, n_train: int = 256, n_test: int = 64, steps: int = 1000, batch: int = 64, lr: float = 5e-3,
             slip: float = 0.2, seed: int = 0, force: bool = False) -> dict:
     out = os.path.expanduser(out)
     done = os.path.join(out, "cpu_demo.json")
@@ -195,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_out = os.path.join(os.environ.get("ENTROPY_RL_DATA", os.path.expanduser("~/data/entropy_rl")), "cpu_demo")
     ap.add_argument("--out", default=default_out)
-    ap.add_argument("--steps", type=int, default=400, help="warm-start SFT steps")
+    ap.add_argument("--steps", type=int, default=1000, help="warm-start SFT steps")
     ap.add_argument("--train-rows", type=int, default=256)
     ap.add_argument("--test-rows", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)

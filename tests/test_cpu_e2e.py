@@ -29,7 +29,7 @@ def demo(tmp_path_factory):
         import prepare_cpu_demo
     finally:
         sys.path.pop(0)
-    prepare_cpu_demo.prepare(str(data / "cpu_demo"), n_train=TRAIN_ROWS, n_test=16, steps=200)
+    prepare_cpu_demo.prepare(str(data / "cpu_demo"), n_train=TRAIN_ROWS, n_test=16, steps=300)
     return data
 
 

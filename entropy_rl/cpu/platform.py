@@ -11,7 +11,8 @@ registries only (``shared/verl-cpu.md`` lists each blocker and where it comes fr
   It never auto-detects: it is used only when ``VERL_PLATFORM=cpu``. Its Ray resource stays
   ``GPU``, so veRL's placement groups work when Ray is started with ``num_gpus`` as a
   logical label (torch never sees CUDA).
-- veRL's FSDP engine classes registered for device ``cpu`` (veRL registers cuda / npu only).
+- veRL's FSDP engine classes registered for device ``cpu`` (veRL registers cuda / npu only),
+  with the reference model's offload policy unpinned (pinned memory needs an accelerator).
 - veRL builds the process-group backend as ``cpu:gloo,<device>:<backend>``, i.e.
   ``cpu:gloo,cpu:gloo`` here, which torch rejects (duplicate device type). We wrap
   ``initialize_global_process_group_ray`` so a backend naming one device twice is reduced
@@ -232,14 +233,41 @@ def _wrap_process_group_init() -> None:
             mod.initialize_global_process_group_ray = initialize_global_process_group_ray
 
 
+@contextmanager
+def _unpinned_offload_policy():
+    """veRL gives the (forward-only) reference model ``CPUOffloadPolicy(pin_memory=True)``;
+    pinning needs an accelerator. On a CPU the policy is only bookkeeping: keep it, unpinned."""
+    import verl.workers.engine.fsdp.transformer_impl as impl
+
+    original = impl.CPUOffloadPolicy
+    impl.CPUOffloadPolicy = lambda pin_memory=True, **kw: original(pin_memory=False, **kw)
+    try:
+        yield
+    finally:
+        impl.CPUOffloadPolicy = original
+
+
+def _cpu_engine(base: type) -> type:
+    class Engine(base):
+        def _build_fsdp_module(self, module):
+            with _unpinned_offload_policy():
+                return super()._build_fsdp_module(module)
+
+    Engine.__name__ = Engine.__qualname__ = f"CPU{base.__name__}"
+    Engine.__doc__ = f"veRL's {base.__name__} on device ``cpu`` (FSDP2 over gloo, no pinned memory)."
+    return Engine
+
+
 def _register_engines() -> None:
     from verl.workers.engine.base import EngineRegistry
     from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDPEngineWithValueHead
 
-    for model_type, cls in (("language_model", FSDPEngineWithLMHead), ("value_model", FSDPEngineWithValueHead)):
-        for backend in ("fsdp", "fsdp2"):
-            if PLATFORM_NAME not in EngineRegistry._engines.get(model_type, {}).get(backend, {}):
-                EngineRegistry.register(model_type=model_type, backend=backend, device=PLATFORM_NAME)(cls)
+    for model_type, base in (("language_model", FSDPEngineWithLMHead), ("value_model", FSDPEngineWithValueHead)):
+        if PLATFORM_NAME in EngineRegistry._engines.get(model_type, {}).get("fsdp2", {}):
+            continue
+        EngineRegistry.register(model_type=model_type, backend=["fsdp", "fsdp2"], device=PLATFORM_NAME)(
+            _cpu_engine(base)
+        )
 
 
 def register_platform() -> None:
