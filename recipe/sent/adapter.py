@@ -264,8 +264,10 @@ class EntropyRLTrainer(RayPPOTrainer):
         self.hooks.sampler = sampler
         self._row_of_index = {}
         for r, row in enumerate(rows):
-            key = (row.get("extra_info") or {}).get("index", r)
-            if key in self._row_of_index and self.rl.curriculum.adaptive:
+            key = (row.get("extra_info") or {}).get("index")
+            if key is None:
+                raise ValueError(f"train data row {r}: field 'extra_info.index' is missing (launch/prepare_data.py writes it)")
+            if key in self._row_of_index:
                 raise ValueError(f"train data: extra_info.index {key!r} repeats (rows {self._row_of_index[key]} and {r})")
             self._row_of_index[key] = r
         print(f"[entropy-rl] curriculum: {len(table)} prompts in stages of sizes {sampler.stage_sizes}")
@@ -382,7 +384,8 @@ class EntropyRLTrainer(RayPPOTrainer):
         correct = np.asarray(nt["acc"], dtype=np.float64) if "acc" in nt else (b["token_level_scores"].sum(-1) > 0).numpy()
         rows = preds = None
         if self._row_of_index is not None:
-            rows = [self._row_of_index[k] for k in nt["index"]]
+            # extra_info travels with the batch through generation (a reward key); "index" may not
+            rows = [self._row_of_index[(ei or {}).get("index")] for ei in nt["extra_info"]]
         if self.hooks.adaptive_curriculum:
             preds = [None if p in (None, "") else str(p) for p in nt["pred"]]
         fields, metrics = self.hooks.on_batch(
