@@ -14,9 +14,8 @@ import os
 import pytest
 import torch
 
+from entropy_rl.cpu import rollout
 from tests.tiny import make_model, make_tokenizer
-
-rollout = pytest.importorskip("entropy_rl.cpu.rollout")
 
 
 def varied_model(seed=0, path=None):
@@ -98,6 +97,10 @@ def gathered(logprobs, tokens):
     return logprobs.gather(1, torch.tensor(tokens).unsqueeze(1)).squeeze(1)
 
 
+def cut_at(tokens, stop):
+    return tokens[: tokens.index(stop) + 1]
+
+
 # --- registration ---------------------------------------------------------------------------
 
 
@@ -119,7 +122,7 @@ def test_register_puts_hf_in_both_registries():
 def test_greedy_batched_equals_single_and_reference(server):
     ps = prompts([2, 5, 9, 14])
     params = dict(temperature=0, top_k=-1, top_p=1.0, logprobs=True, max_tokens=12)
-    before = server.decoder.batches
+    before = len(server.decoder.prefill_sizes)
 
     async def go():
         batched = await asyncio.gather(*[gen(server, p, str(i), **params) for i, p in enumerate(ps)])
@@ -127,7 +130,8 @@ def test_greedy_batched_equals_single_and_reference(server):
         return batched, single
 
     batched, single = run(go())
-    assert server.decoder.batches - before == 1 + len(ps)
+    # one prefill of the 4 concurrent requests, then each single request alone
+    assert server.decoder.prefill_sizes[before:] == [len(ps)] + [1] * len(ps)
     for p, b, s in zip(ps, batched, single):
         assert b.stop_reason == "completed" and len(b.token_ids) == 12
         assert b.token_ids == s.token_ids, "left padding changed greedy tokens"
@@ -206,15 +210,32 @@ def test_top_p_keeps_the_nucleus(server):
     assert truncated, "top_p=0.5 should drop tokens"
 
 
+def test_repetition_penalty_as_vllm(server):
+    """vLLM's repetition penalty: logits of tokens seen in prompt or output are divided by the
+    penalty when positive, multiplied when negative; greedy picks from the penalised logits."""
+    pen = 1.5
+    p = prompts([6], seed=12)[0]
+    out = run(gen(server, p, temperature=0, repetition_penalty=pen, logprobs=True, max_tokens=10, ignore_eos=True))
+    ref = reference_logits(server.model, p, out.token_ids)
+    for t, tok in enumerate(out.token_ids):
+        seen = torch.zeros(ref.shape[1], dtype=torch.bool)
+        seen[p + out.token_ids[:t]] = True
+        row = torch.where(seen, torch.where(ref[t] > 0, ref[t] / pen, ref[t] * pen), ref[t])
+        assert int(row.argmax()) == tok
+        assert abs(float(row.log_softmax(-1)[tok]) - out.log_probs[t]) < 1e-4
+
+
 def test_max_tokens_and_eos_stop_each_sequence_separately(fresh_server):
     server = fresh_server
+    server.decoder.eos_token_ids = frozenset()  # base: every sequence runs to max_tokens
     ps = prompts([3, 6, 10], seed=4)
     greedy = dict(temperature=0, logprobs=True)
     base = run(gather(*[gen(server, p, str(i), max_tokens=14, **greedy) for i, p in enumerate(ps)]))
     # Per-request max_tokens inside one batch.
-    outs = run(gather(*[gen(server, p, str(i), max_tokens=m, **greedy) for i, (p, m) in enumerate(zip(ps, [2, 14, 5]))]))
-    assert [len(o.token_ids) for o in outs] == [2, 14, 5]
-    assert [o.token_ids for o in outs] == [b.token_ids[:m] for b, m in zip(base, [2, 14, 5])]
+    budgets = [2, 14, 5]
+    outs = run(gather(*[gen(server, p, str(i), max_tokens=m, **greedy) for i, (p, m) in enumerate(zip(ps, budgets))]))
+    assert [len(o.token_ids) for o in outs] == budgets
+    assert [o.token_ids for o in outs] == [b.token_ids[:m] for b, m in zip(base, budgets)]
 
     # Make EOS a token that the sequences emit at different steps: each stops at its own first
     # occurrence (EOS kept, as vLLM does); one without it runs on to max_tokens.
@@ -246,10 +267,6 @@ def test_max_tokens_and_eos_stop_each_sequence_separately(fresh_server):
     assert own.token_ids == cut_at(base[1].token_ids, base[1].token_ids[1])
 
 
-def cut_at(tokens, stop):
-    return tokens[: tokens.index(stop) + 1]
-
-
 def test_default_budget_and_unsupported_options(server, configs):
     rcfg, _ = configs
     out = run(gen(server, prompts([4])[0], temperature=0, ignore_eos=True))
@@ -267,8 +284,9 @@ def test_concurrent_requests_share_one_decode_and_m_samples_differ(fresh_server)
     ps = prompts([3, 5, 7, 9, 11, 13], seed=5)
     rows = [p for p in ps for _ in range(m)]
     outs = run(gather(*[gen(server, p, str(i), temperature=1.0, logprobs=True, max_tokens=10, ignore_eos=True)
-                                for i, p in enumerate(rows)]))
-    assert server.decoder.batch_sizes == [len(rows)], "concurrent requests must be one batched decode"
+                        for i, p in enumerate(rows)]))
+    assert server.decoder.prefill_sizes == [len(rows)], "concurrent requests must be one batched decode"
+    assert server.decoder.batches == 1 and server.decoder.peak_rows == len(rows)
     assert all(len(o.token_ids) == 10 and len(o.log_probs) == 10 for o in outs)
     for j in range(len(ps)):
         samples = {tuple(o.token_ids) for o in outs[j * m : (j + 1) * m]}
@@ -278,7 +296,8 @@ def test_concurrent_requests_share_one_decode_and_m_samples_differ(fresh_server)
 def test_max_num_seqs_caps_the_batch(fresh_server):
     server = fresh_server
     server.max_num_seqs = 8
-    outs = run(gather(*[gen(server, p, str(i), temperature=0, max_tokens=3) for i, p in enumerate(prompts([4] * 20))]))
+    outs = run(gather(*[gen(server, p, str(i), temperature=0, max_tokens=3, ignore_eos=True)
+                        for i, p in enumerate(prompts([4] * 20))]))
     assert len(outs) == 20 and all(len(o.token_ids) == 3 for o in outs)
     assert server.decoder.peak_rows == 8  # the rest joined as rows finished
 
@@ -298,7 +317,7 @@ def test_late_requests_join_the_running_decode(fresh_server):
         return await asyncio.gather(*second, *first)
 
     outs = run(go())
-    assert server.decoder.batches == 1 and server.decoder.joins == 2, server.decoder.batch_sizes
+    assert server.decoder.prefill_sizes == [2, 2] and server.decoder.batches == 1
     for p, o, m in zip(late + early, outs, [20, 20, 150, 150]):
         alone = run(gen(server, p, max_tokens=m, **params))
         assert o.token_ids == alone.token_ids
@@ -311,6 +330,65 @@ def test_seeded_requests_reproduce_regardless_of_batch(server):
     others = [gen(server, q, str(i), temperature=1.0, max_tokens=10) for i, q in enumerate(prompts([3, 9], seed=7))]
     together = run(gather(gen(server, p, "x", temperature=1.0, seed=123, max_tokens=10), *others))
     assert together[0].token_ids == alone.token_ids
+
+
+def test_samples_depend_on_seed_step_and_prompt_not_on_batching(fresh_server):
+    """What makes a resumed run sample what the uninterrupted one did: each request draws from
+    its own generator keyed by (seed, weights version, prompt, occurrence), so arrival order and
+    batch boundaries do not matter; the n samples of a prompt stay distinct."""
+    server = fresh_server
+    ps = prompts([4, 7, 10], seed=13)
+    rows = [p for p in ps for _ in range(3)]
+    params = dict(temperature=1.0, logprobs=True, max_tokens=12, ignore_eos=True)
+
+    def by_prompt(outs, order):
+        groups = {}
+        for i, o in zip(order, outs):
+            groups.setdefault(tuple(rows[i]), []).append((tuple(o.token_ids), tuple(o.log_probs)))
+        return {k: sorted(v) for k, v in groups.items()}
+
+    async def together(step):
+        await server.set_global_steps(step)
+        order = list(range(len(rows)))
+        return by_prompt(await asyncio.gather(*[gen(server, rows[i], str(i), **params) for i in order]), order)
+
+    async def reversed_in_bursts(step):
+        await server.set_global_steps(step)
+        order = list(reversed(range(len(rows))))
+        first = [asyncio.create_task(gen(server, rows[i], str(i), **params)) for i in order[:4]]
+        while not server._running:
+            await asyncio.sleep(0.001)
+        rest = [asyncio.create_task(gen(server, rows[i], str(i), **params)) for i in order[4:]]
+        return by_prompt(await asyncio.gather(*first, *rest), order)
+
+    a, b, c = run(together(1)), run(reversed_in_bursts(1)), run(together(2))
+    assert server.decoder.prefill_sizes[1:3] == [4, 5], "the second run should join a running decode"
+    assert a.keys() == b.keys()
+    for k in a:
+        assert [t for t, _ in a[k]] == [t for t, _ in b[k]]
+        for (_, la), (_, lb) in zip(a[k], b[k]):
+            torch.testing.assert_close(torch.tensor(la), torch.tensor(lb), atol=1e-4, rtol=0)
+        assert len({t for t, _ in a[k]}) == 3, "the samples of a prompt must differ"
+    assert a != c, "new weights version, new samples"
+
+
+def test_full_determinism_gives_each_row_its_sample(configs):
+    """Under rollout.full_determinism veRL passes the row id (det-<row>) as request_id: each row
+    then gets the same sample whatever the arrival order."""
+    import dataclasses
+
+    rcfg, mcfg = configs
+    server = rollout.HFRolloutServer(dataclasses.replace(rcfg, full_determinism=True), mcfg)
+    p = prompts([5], seed=14)[0]
+    params = dict(temperature=1.0, max_tokens=10, ignore_eos=True)
+
+    async def rows(order):
+        await server.set_global_steps(3)
+        outs = await asyncio.gather(*[gen(server, p, f"det-{i}", **params) for i in order])
+        return {i: o.token_ids for i, o in zip(order, outs)}
+
+    a, b = run(rows(list(range(6)))), run(rows(list(reversed(range(6)))))
+    assert a == b and len({tuple(t) for t in a.values()}) == 6
 
 
 def test_abort_pauses_then_resume(fresh_server):
@@ -362,7 +440,8 @@ def test_weight_update_changes_outputs(fresh_server):
         assert a.extra_fields["global_steps"] == 5
         ref = reference_logits(new, p, a.token_ids)
         assert ref.argmax(-1).tolist() == a.token_ids
-        torch.testing.assert_close(torch.tensor(a.log_probs), gathered(ref.log_softmax(-1), a.token_ids), atol=1e-5, rtol=0)
+        expect = gathered(ref.log_softmax(-1), a.token_ids)
+        torch.testing.assert_close(torch.tensor(a.log_probs), expect, atol=1e-5, rtol=0)
     with pytest.raises(KeyError):
         run(server.update_weights([("model.not_a_weight", torch.zeros(1))]))
 
@@ -413,6 +492,6 @@ def test_replica_server_and_adapter_through_ray(configs, model_dir, monkeypatch)
         run(replica.resume_generation())
         assert remote_gen().token_ids == after.token_ids
         stats = ray.get(handle.get_stats.remote())
-        assert stats["batches"] == 3 and stats["torch_threads"] == len(os.sched_getaffinity(0))
+        assert stats["prefill_sizes"] == [1, 1, 1] and stats["torch_threads"] == len(os.sched_getaffinity(0))
     finally:
         ray.shutdown()
