@@ -19,6 +19,9 @@ def select_platform(config) -> None:
     """veRL resolves its platform once per process, at import: choose it before importing veRL."""
     if config.entropy_rl.get("backend", "gpu") == "cpu":
         os.environ["VERL_PLATFORM"] = "cpu"
+        # Ray refuses its logical GPU label while CUDA_VISIBLE_DEVICES hides every device;
+        # the CPU backend never touches CUDA, so the variable has no meaning here.
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="entropy_rl", version_base=None)
