@@ -128,3 +128,16 @@ def test_verl_baselines_run_through_our_recipe(demo, tmp_path, method):
     assert sorted(steps) == [1, 2]
     assert not any(k.startswith("actor/sent/") or k.startswith("aer/") for k in steps[2])
     assert steps[2]["actor/grad_norm"] > 0
+
+
+def test_worker_error_fails_the_command_with_its_message(demo, tmp_path):
+    """An exception inside a Ray worker ends the run with the worker's error, not a hang."""
+    import time
+
+    t0 = time.time()
+    rc, out, steps = run(demo, tmp_path / "crash", "method=grpo", "trainer.total_training_steps=2",
+                         "actor_rollout_ref.actor.optim.lr=-1.0", timeout=300)
+    assert rc != 0
+    assert "Invalid learning rate" in out, out[-3000:]
+    assert not steps
+    assert time.time() - t0 < 240
