@@ -42,7 +42,7 @@ def build(root: str) -> str:
     from transformers import Qwen2ForCausalLM
 
     cfg = model.config
-    cfg.intermediate_size = 1024
+    cfg.intermediate_size = 768
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(cfg)
     model.generation_config = demo.make_model(tok).generation_config
