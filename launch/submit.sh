@@ -1,26 +1,69 @@
 #!/usr/bin/env bash
-# Submit a training job to an existing (multi-node) Ray cluster.
+# Submit a training job to an existing (multi-node) Ray cluster with `ray job submit`.
+#
+#   launch/submit.sh [--address URL] [--working-dir DIR | --packaged] [--no-wait] [--dry-run] \
+#                    [--] [hydra overrides ...]
 #
 #   RAY_ADDRESS=http://HEAD:8265 bash launch/submit.sh method=sent model=qwen3_14b
+#   bash launch/submit.sh --address http://127.0.0.1:8265 --no-wait backend=cpu method=sent_aer
 #
-# The cluster's nodes run the Docker image (or have `pip install -e .[gpu]`); this repo is
-# uploaded as the job's working_dir so the code that runs is the code you submit.
-# Data paths must be readable on every node (shared filesystem): set ENTROPY_RL_DATA.
+# --working-dir DIR  upload DIR (default: this repository) as the job's working_dir, so the code
+#                    that runs is the code you submit (the nodes need the dependencies installed:
+#                    the Docker image, or `pip install -e .[gpu]`);
+# --packaged         upload nothing: run the entropy-rl installed on the nodes;
+# --no-wait          return once the job is accepted and print its id
+#                    (follow with `ray job logs --follow ID`, stop with `ray job stop ID`);
+# --dry-run          print the `ray job submit` command instead of running it.
+# Data must be readable on every node (shared filesystem): set ENTROPY_RL_DATA.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-RAY_ADDRESS=${RAY_ADDRESS:-http://127.0.0.1:8265}
-ENTROPY_RL_DATA=${ENTROPY_RL_DATA:-$HOME/data/entropy_rl}
-RUNTIME_ENV=$(cat <<JSON
-{
-  "working_dir": "$PWD",
-  "excludes": [".git/", ".venv/", "runs/", "outputs/", "**/__pycache__/"],
-  "env_vars": {
-    "ENTROPY_RL_DATA": "$ENTROPY_RL_DATA",
-    "TOKENIZERS_PARALLELISM": "true",
-    "VERL_FILE_LOGGER_ROOT": "${VERL_FILE_LOGGER_ROOT:-runs}"
-  }
-}
-JSON
-)
-exec ray job submit --address "$RAY_ADDRESS" --runtime-env-json "$RUNTIME_ENV" ${RAY_SUBMIT_ARGS:-} \
-  -- python -m recipe.sent.main "$@"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+address=${RAY_ADDRESS:-http://127.0.0.1:8265}
+working_dir=$ROOT
+packaged=0
+no_wait=0
+dry_run=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --address) address=$2; shift 2 ;;
+    --address=*) address=${1#*=}; shift ;;
+    --working-dir) working_dir=$(cd "$2" && pwd); shift 2 ;;
+    --working-dir=*) working_dir=$(cd "${1#*=}" && pwd); shift ;;
+    --packaged) packaged=1; shift ;;
+    --no-wait) no_wait=1; shift ;;
+    --dry-run) dry_run=1; shift ;;
+    --) shift; break ;;
+    -*) echo "submit.sh: unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+
+# Environment every Ray process of the job needs. The CPU backend's platform must be chosen
+# before veRL is imported in each worker, so it travels as an env var.
+env_vars="\"ENTROPY_RL_DATA\": \"${ENTROPY_RL_DATA:-$HOME/data/entropy_rl}\""
+env_vars+=", \"TOKENIZERS_PARALLELISM\": \"true\""
+env_vars+=", \"VERL_FILE_LOGGER_ROOT\": \"${VERL_FILE_LOGGER_ROOT:-runs}\""
+for arg in "$@"; do
+  if [ "$arg" = "backend=cpu" ]; then env_vars+=", \"VERL_PLATFORM\": \"cpu\""; fi
+done
+if [ "$packaged" = 1 ]; then
+  runtime_env="{\"env_vars\": {$env_vars}}"
+else
+  runtime_env="{\"working_dir\": \"$working_dir\", \"excludes\": [\".git/\", \".venv/\", \"runs/\", \"outputs/\", \"**/__pycache__/\"], \"env_vars\": {$env_vars}}"
+fi
+
+cmd=(ray job submit --address "$address" --runtime-env-json "$runtime_env")
+if [ "$no_wait" = 1 ]; then cmd+=(--no-wait); fi
+cmd+=(-- python -m recipe.sent.main "$@")
+
+if [ "$dry_run" = 1 ]; then
+  printf '%q ' "${cmd[@]}"; echo
+  exit 0
+fi
+if [ "$no_wait" = 1 ]; then
+  out=$("${cmd[@]}" 2>&1) || { echo "$out" >&2; exit 1; }
+  echo "$out"
+  job_id=$(echo "$out" | grep -oE "raysubmit_[A-Za-z0-9]+" | head -n 1)
+  echo "[submit.sh] job id: ${job_id:-unknown} (ray job logs --address $address --follow $job_id)"
+  exit 0
+fi
+exec "${cmd[@]}"

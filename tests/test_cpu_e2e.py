@@ -88,7 +88,7 @@ def test_sent_aer_runs_through_the_real_loop(sent_aer_run):
         assert "actor/aer/entropy_bonus" in m
         assert m["actor/grad_norm"] > 0
         # rollout log-probs are those the actor computes (float tolerance on CPU)
-        assert abs(m["training/rollout_probs_diff_max"]) < 1e-3, m["training/rollout_probs_diff_max"]
+        assert abs(m["training/rollout_probs_diff_max"]) < 1e-4, m["training/rollout_probs_diff_max"]
     assert steps[3]["aer/alpha"] != steps[1]["aer/alpha"], "α_t must move"
     assert steps[3]["curriculum/progress"] > steps[1]["curriculum/progress"]
     assert steps[3]["curriculum/stage"] > steps[1]["curriculum/stage"], "the curriculum reached its next stage"

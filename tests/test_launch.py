@@ -74,20 +74,76 @@ def test_train_sh_without_gpu_runs_the_cpu_backend(tmp_path, hide):
                       "trainer.total_training_steps=5")
 
 
+def fake_ray(tmp_path, log):
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    stub(bindir / "ray", f"python3 -c \"import json,sys; json.dump(sys.argv[1:], open('{log}','w'))\" \"$@\"\n"
+                         'echo "Job \'raysubmit_AbC123\' submitted successfully"\n')
+    return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+
+
 def test_submit_sh_sends_a_valid_runtime_env(tmp_path):
     log = tmp_path / "args.json"
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    stub(bindir / "ray", f'python3 -c "import json,sys; json.dump(sys.argv[1:], open(\'{log}\',\'w\'))" "$@"\n')
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "RAY_ADDRESS": "http://10.0.0.1:8265"}
+    env = {**fake_ray(tmp_path, log), "RAY_ADDRESS": "http://10.0.0.1:8265"}
     subprocess.run(["bash", os.path.join(ROOT, "launch/submit.sh"), "method=sent", "trainer.nnodes=2"],
-                   check=True, env=env)
+                   check=True, env=env, capture_output=True)
     args = json.loads(log.read_text())
     assert args[:3] == ["job", "submit", "--address"] and args[3] == "http://10.0.0.1:8265"
     renv = json.loads(args[args.index("--runtime-env-json") + 1])
     assert renv["working_dir"] == ROOT and ".venv/" in renv["excludes"]
-    assert "ENTROPY_RL_DATA" in renv["env_vars"]
+    assert "ENTROPY_RL_DATA" in renv["env_vars"] and "VERL_PLATFORM" not in renv["env_vars"]
+    assert "--no-wait" not in args
     assert args[args.index("--") + 1 :] == ["python", "-m", "recipe.sent.main", "method=sent", "trainer.nnodes=2"]
+
+
+def test_submit_sh_options(tmp_path):
+    log = tmp_path / "args.json"
+    env = fake_ray(tmp_path, log)
+    out = subprocess.run(
+        ["bash", os.path.join(ROOT, "launch/submit.sh"), "--address", "http://127.0.0.1:8265", "--packaged",
+         "--no-wait", "--", "backend=cpu", "method=grpo"],
+        check=True, env=env, capture_output=True, text=True).stdout
+    args = json.loads(log.read_text())
+    renv = json.loads(args[args.index("--runtime-env-json") + 1])
+    assert "working_dir" not in renv, "--packaged uploads nothing"
+    assert renv["env_vars"]["VERL_PLATFORM"] == "cpu", "the CPU backend's platform reaches every worker"
+    assert "--no-wait" in args and "job id: raysubmit_AbC123" in out
+    with pytest.raises(subprocess.CalledProcessError):
+        subprocess.run(["bash", os.path.join(ROOT, "launch/submit.sh"), "--bogus"], check=True, env=env,
+                       capture_output=True)
+    dry = subprocess.run(["bash", os.path.join(ROOT, "launch/submit.sh"), "--dry-run", "method=aer"],
+                         check=True, env=env, capture_output=True, text=True).stdout
+    assert dry.startswith("ray job submit") and "recipe.sent.main method=aer" in dry
+
+
+def test_slurm_dry_run_on_a_fake_node_list(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    stub(bindir / "scontrol", 'printf "gpu-a01\\ngpu-a02\\ngpu-a03\\n"\n')
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "DRY_RUN": "1",
+           "SLURM_JOB_NODELIST": "gpu-a[01-03]", "SLURM_GPUS_ON_NODE": "4", "SLURM_SUBMIT_DIR": ROOT}
+    out = subprocess.run(["bash", os.path.join(ROOT, "launch/slurm.sbatch"), "method=sent"], check=True, env=env,
+                         capture_output=True, text=True).stdout
+    lines = out.strip().splitlines()
+    assert "ray start --head --node-ip-address=gpu-a01" in out and "--num-gpus=4" in out
+    assert sum("ray start --address=gpu-a01:6379" in line for line in lines) == 2
+    assert "-w gpu-a02" in out and "-w gpu-a03" in out
+    assert lines[-1].startswith("bash launch/submit.sh --address http://gpu-a01:8265 trainer.nnodes=3 "
+                                "trainer.n_gpus_per_node=4 method=sent")
+
+
+@pytest.mark.parametrize("tool,files", [
+    ("shellcheck", ["launch/train.sh", "launch/submit.sh", "launch/slurm.sbatch", ".ci/run"]),
+    ("hadolint", ["docker/Dockerfile"]),
+])
+def test_static_checks(tool, files):
+    import shutil
+    import sys
+
+    exe = shutil.which(tool, path=os.path.dirname(sys.executable)) or shutil.which(tool)
+    assert exe, f"{tool} is installed by the test extra"
+    p = subprocess.run([exe, *[os.path.join(ROOT, f) for f in files]], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_main_job_refuses_without_gpus(monkeypatch):

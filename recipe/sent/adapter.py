@@ -617,6 +617,12 @@ def launch(config: Any, mode: str = "train") -> None:
 
         activate()  # the driver's own registries; workers get it from the plugin
         check_cpu_config(config)
+    if os.environ.get("RAY_ADDRESS"):
+        # Inside `ray job submit` (or any run pointed at a cluster): join it. Ray refuses
+        # resource arguments when connecting to an existing cluster; the cluster owns them.
+        with open_dict(config):
+            for key in ("address", "num_cpus", "num_gpus", "include_dashboard"):
+                config.ray_kwargs.ray_init.pop(key, None)
     auto_set_device(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     check_config(config)
