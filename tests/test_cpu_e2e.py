@@ -113,9 +113,14 @@ def test_resume_continues_step_three_exactly(demo, sent_aer_run, tmp_path):
     assert "semantic-entropy scores from cache" in out and "[semantic-entropy scoring]" not in out
     assert sorted(steps) == [3], "the resumed process runs step 3 only"
     a, b = steps[3], ref[3]
-    for key in ("aer/alpha", "aer/h0", "aer/target_entropy", "curriculum/stage", "curriculum/progress",
-                "curriculum/num_updates", "curriculum/batch_semantic_entropy"):
-        assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), key
+    # data order and curriculum position: exactly
+    for key in ("curriculum/stage", "curriculum/progress", "curriculum/num_updates", "curriculum/epoch"):
+        assert a[key] == b[key], key
+    # controller and score state: to float precision (the likelihood estimator reads rollout
+    # log-probs, whose last bits depend on the batch a row was decoded in)
+    for key in ("aer/alpha", "aer/h0", "aer/target_entropy", "curriculum/batch_semantic_entropy",
+                "curriculum/stage_semantic_entropy"):
+        assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
     for key in ("actor/entropy", "critic/score/mean", "actor/pg_loss", "actor/sent/kl_loss"):
         assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
 

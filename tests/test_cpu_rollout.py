@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 import torch
@@ -317,6 +318,10 @@ def test_late_requests_join_the_running_decode(fresh_server):
         return await asyncio.gather(*second, *first)
 
     outs = run(go())
+    # futures resolve as rows finish; the decode thread counts the batch when it returns
+    deadline = time.monotonic() + 10
+    while server.decoder.batches < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert server.decoder.prefill_sizes == [2, 2] and server.decoder.batches == 1
     for p, o, m in zip(late + early, outs, [20, 20, 150, 150]):
         alone = run(gen(server, p, max_tokens=m, **params))
