@@ -660,13 +660,17 @@ class _WorkerPool:
                 i += 1
                 w = self._replace(w)
         except BaseException:
-            w.kill()
-            with self._cond:
-                self._live -= 1
-                self._cond.notify()
+            self._discard(w)
             raise
         self._release(w)
         return [bool(r) for r in out]
+
+    def _discard(self, w: _Worker) -> None:
+        """Kill a worker that will not be returned to the pool, and free its slot."""
+        w.kill()
+        with self._cond:
+            self._live -= 1
+            self._cond.notify()
 
     def close(self) -> None:
         with self._cond:
@@ -726,10 +730,7 @@ def warm_up() -> None:
     try:
         w.wait_ready(STARTUP_TIMEOUT)
     except BaseException:
-        w.kill()
-        with pool._cond:
-            pool._live -= 1
-            pool._cond.notify()
+        pool._discard(w)
         raise
     pool._release(w)
 
