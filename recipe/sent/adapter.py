@@ -623,6 +623,9 @@ def launch(config: Any, mode: str = "train") -> None:
         with open_dict(config):
             for key in ("address", "num_cpus", "num_gpus", "include_dashboard"):
                 config.ray_kwargs.ray_init.pop(key, None)
+        # The job's runtime env (submit.sh) and veRL's ray.init runtime env both set env vars
+        # (e.g. VERL_PLATFORM); let Ray combine them instead of refusing the overlap.
+        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
     auto_set_device(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     check_config(config)
