@@ -37,15 +37,7 @@ def build(root: str) -> str:
     """Demo tokenizer + a ~3.3M-parameter random Qwen2 + demo data, in ENTROPY_RL_DATA layout."""
     out = os.path.join(root, "cpu_demo")
     tok = demo.make_tokenizer()
-    model = demo.make_model(tok, hidden=256, layers=4)
-    # widen the MLP to the benchmark's size (the demo model is 64 wide)
-    from transformers import Qwen2ForCausalLM
-
-    cfg = model.config
-    cfg.intermediate_size = 768
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(cfg)
-    model.generation_config = demo.make_model(tok).generation_config
+    model = demo.make_model(tok, hidden=256, layers=4, intermediate=768)
     model.save_pretrained(os.path.join(out, "model"))
     tok.save_pretrained(os.path.join(out, "model"))
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)

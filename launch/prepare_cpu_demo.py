@@ -72,12 +72,12 @@ def make_tokenizer():
     return hf
 
 
-def make_model(tokenizer, hidden: int = 64, layers: int = 2, seed: int = 0):
+def make_model(tokenizer, hidden: int = 64, layers: int = 2, seed: int = 0, intermediate: int | None = None):
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     cfg = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or 4 * hidden, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.eos_token_id,
