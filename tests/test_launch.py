@@ -181,3 +181,25 @@ def test_cpu_backend_refuses_gpu_only_options_by_name(tmp_path):
         {"hidden_size": 8192, "num_hidden_layers": 80, "vocab_size": 152064, "intermediate_size": 29568}))
     with pytest.raises(MemoryError, match="GiB"):
         check_cpu_config(cfg(f"actor_rollout_ref.model.path={big}"))
+
+
+def test_failure_message_names_the_last_complete_checkpoint(tmp_path):
+    """What the job prints when a Ray worker or node is lost (the 2-node test kills a raylet)."""
+    from omegaconf import OmegaConf
+    from ray.exceptions import RayTaskError
+
+    from recipe.sent.adapter import explain_failure, latest_checkpoint
+
+    cfg = OmegaConf.create({"trainer": {"default_local_dir": str(tmp_path / "ckpt")}})
+    err = RayTaskError("update_actor", "Traceback ...\nRuntimeError: Connection closed by peer [127.0.0.3]:1234",
+                       RuntimeError("Connection closed by peer"))
+    assert latest_checkpoint(cfg) is None
+    msg = explain_failure(cfg, err, node_death_wait_s=0)
+    assert "the run failed in a Ray worker" in msg and "Connection closed by peer" in msg
+    assert "no checkpoint was written yet" in msg
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").write_text("7\n")
+    assert latest_checkpoint(cfg) == str(tmp_path / "ckpt" / "global_step_7")
+    msg = explain_failure(cfg, err, node_death_wait_s=0)
+    assert f"last complete checkpoint: {tmp_path / 'ckpt' / 'global_step_7'}" in msg
+    assert "submit the same command" in msg

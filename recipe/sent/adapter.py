@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from functools import partial
 from typing import Any
 
@@ -46,6 +47,22 @@ from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
 STATE_FILE = "entropy_rl_state.pt"
+
+
+# ============================================================== placement
+def _where(worker: Any) -> tuple[str, str, int]:
+    return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid()
+
+
+def placement_report(worker_group: Any, name: str) -> str:
+    """One log line: the node (id, ip) and pid of every rank of ``worker_group``.
+
+    On a cluster this is how to see that FSDP ranks really span the nodes asked for.
+    """
+    places = ray.get([w.__ray_call__.remote(_where) for w in worker_group.workers])
+    ranks = "; ".join(f"rank {r} -> node {n} ({ip}, pid {pid})" for r, (n, ip, pid) in enumerate(places))
+    nodes = len({n for n, _, _ in places})
+    return f"[entropy-rl] placement of {name}: {len(places)} rank(s) on {nodes} node(s): {ranks}"
 
 
 # ============================================================== config checks
@@ -248,6 +265,7 @@ class EntropyRLTrainer(RayPPOTrainer):
     def init_workers(self) -> None:
         super().init_workers()
         self.actor_rollout_wg.set_loss_fn(make_actor_loss(self.config))
+        print(placement_report(self.actor_rollout_wg, "actor_rollout"))
 
     def fit(self):
         if self.rl.curriculum.enable:
@@ -638,4 +656,47 @@ def launch(config: Any, mode: str = "train") -> None:
             config.actor_rollout_ref.rollout.response_length = s.max_response_length
             config.entropy_rl.scoring.enable = True
 
-    run_ppo(config, task_runner_class=ScoreTaskRunner if mode == "score" else EntropyRLTaskRunner)
+    try:
+        run_ppo(config, task_runner_class=ScoreTaskRunner if mode == "score" else EntropyRLTaskRunner)
+    except ray.exceptions.RayError as exc:
+        print(explain_failure(config, exc), flush=True)
+        raise
+
+
+def latest_checkpoint(config: Any) -> str | None:
+    """The checkpoint a resume would load: veRL's tracker file names the last complete one."""
+    root = os.path.abspath(os.path.expanduser(str(config.trainer.default_local_dir)))
+    try:
+        with open(os.path.join(root, "latest_checkpointed_iteration.txt")) as f:
+            return os.path.join(root, f"global_step_{int(f.read().strip())}")
+    except (OSError, ValueError):
+        return None
+
+
+def explain_failure(config: Any, exc: BaseException, node_death_wait_s: float = 60.0) -> str:
+    """What a user needs after a distributed failure: which nodes died, where to resume from."""
+    text = str(exc).strip()
+    lines = [f"[entropy-rl] the run failed in a Ray worker: {type(exc).__name__}: {text.splitlines()[-1][:300]}"]
+    # A lost peer (killed raylet, preempted host) reaches us as a broken collective or a dead
+    # actor seconds before Ray's health checks declare the node dead: wait for that verdict.
+    lost_peer = isinstance(exc, ray.exceptions.RayActorError) or any(
+        s in text for s in ("closed by peer", "ActorDiedError", "ActorUnavailableError", "NodeDiedError", "Connection reset"))
+    deadline = time.monotonic() + (node_death_wait_s if lost_peer else 0.0)
+    while True:
+        try:
+            dead = [n for n in ray.nodes() if not n.get("Alive", True)]
+        except Exception:  # Ray already gone: nothing more to say about nodes
+            dead = []
+        if dead or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    for n in dead:
+        lines.append(f"[entropy-rl]   Ray reports node {n.get('NodeID')} ({n.get('NodeManagerAddress')}) dead"
+                     f"{': ' + n['DeathReasonMessage'] if n.get('DeathReasonMessage') else ''}")
+    ckpt = latest_checkpoint(config)
+    if ckpt:
+        lines.append(f"[entropy-rl]   last complete checkpoint: {ckpt}; submit the same command to a healthy "
+                     "cluster to resume from it (trainer.resume_mode=auto)")
+    else:
+        lines.append("[entropy-rl]   no checkpoint was written yet (trainer.save_freq); a new submission starts over")
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""Fixtures shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+TRAIN_ROWS = 48  # 3 steps per epoch at 16 prompts: the curriculum changes stage inside 3 steps
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """The CPU demo (tokenizer, warm-started tiny model, a+b-c data) as ENTROPY_RL_DATA."""
+    data = tmp_path_factory.mktemp("data")
+    sys.path.insert(0, os.path.join(ROOT, "launch"))
+    try:
+        import prepare_cpu_demo
+    finally:
+        sys.path.pop(0)
+    prepare_cpu_demo.prepare(str(data / "cpu_demo"), n_train=TRAIN_ROWS, n_test=16, steps=300)
+    return data
+
+
+def read_steps(path: Path) -> dict[int, dict]:
+    """veRL's file-logger JSON lines → {step: metrics}."""
+    steps: dict[int, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            steps.setdefault(rec["step"], {}).update(rec["data"])
+    return steps
