@@ -1,7 +1,8 @@
 """The cluster path for real: `launch/submit.sh` → `ray job submit` → a 2-node Ray cluster.
 
 Two `ray start` nodes on this machine (loopback addresses 127.0.0.2 and 127.0.0.3, one logical
-GPU each), the CPU preset submitted through `launch/submit.sh` unchanged with
+GPU each), the CPU preset with veRL's own ``kl_cov`` baseline (its host-side top-k runs on every
+rank) submitted through `launch/submit.sh` unchanged with
 ``trainer.nnodes=2 trainer.n_gpus_per_node=1``: FSDP ranks (actor, ref, rollout) on both nodes,
 talking over gloo. Then a node's raylet is killed mid-run, the job must fail with a clear
 message, and resubmitting the same command on a healthy cluster must continue from the last
@@ -43,7 +44,7 @@ def submit(cluster, demo, work, *overrides):
     env = {**cluster.env, "ENTROPY_RL_DATA": str(demo), "VERL_FILE_LOGGER_ROOT": str(work / "runs")}
     p = subprocess.run(
         ["bash", os.path.join(ROOT, "launch/submit.sh"), "--address", cluster.address, "--no-wait",
-         "backend=cpu", "method=grpo", "trainer.nnodes=2", "trainer.n_gpus_per_node=1",
+         "backend=cpu", "method=kl_cov", "trainer.nnodes=2", "trainer.n_gpus_per_node=1",
          f"trainer.total_training_steps={STEPS}", "trainer.val_before_train=false", "trainer.test_freq=-1",
          f"trainer.default_local_dir={work / 'ckpt'}", f"hydra.run.dir={work / 'hydra'}",
          # each of the 2 data-parallel ranks gets 32 rows of the 64-row mini-batch
@@ -71,7 +72,7 @@ def reference(cluster, demo, tmp_path_factory):
     logs = job_logs(cluster, job)
     assert status == "SUCCEEDED", logs[-6000:]
     print(f"\n[cluster e2e] 2-node job {job}: {status} in {wall:.0f} s (submit to end)")
-    return work, logs, read_steps(work / "runs" / "entropy_rl" / "grpo.jsonl")
+    return work, logs, read_steps(work / "runs" / "entropy_rl" / "kl_cov.jsonl")
 
 
 def test_submit_sh_runs_fsdp_across_two_nodes(cluster, reference):
@@ -136,7 +137,7 @@ def test_killed_node_fails_the_job_and_resume_continues_exactly(cluster, referen
     logs = job_logs(cluster, job)
     assert status == "SUCCEEDED", logs[-6000:]
     print(f"[cluster e2e] resumed job on 127.0.0.2 + 127.0.0.4: {status} in {time.time() - t0:.0f} s")
-    steps = read_steps(work / "runs" / "entropy_rl" / "grpo.jsonl")
+    steps = read_steps(work / "runs" / "entropy_rl" / "kl_cov.jsonl")
     resumed = [s for s in sorted(steps) if s > done]
     assert resumed == list(range(done + 1, STEPS + 1))
     for s in resumed:

@@ -106,16 +106,6 @@ def test_resume_continues_step_three_exactly(demo, sent_aer_run, tmp_path):
         assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
 
 
-def test_verl_baseline_runs_through_our_recipe(demo, tmp_path):
-    """veRL's own kl_cov through our recipe (grpo runs in tests/test_cluster_e2e.py)."""
-    rc, out, steps = run(demo, tmp_path / "kl_cov", "method=kl_cov", "trainer.total_training_steps=2",
-                         "trainer.save_freq=-1")
-    assert_ok(rc, out)
-    assert sorted(steps) == [1, 2]
-    assert not any(k.startswith("actor/sent/") or k.startswith("aer/") for k in steps[2])
-    assert steps[2]["actor/grad_norm"] > 0
-
-
 def test_worker_error_fails_the_command_with_its_message(demo, tmp_path):
     """An exception inside a Ray worker ends the run with the worker's error, not a hang."""
     import time
