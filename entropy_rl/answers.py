@@ -103,6 +103,13 @@ MAX_WORKERS = int(
 #: eating the node's memory before the deadline kills it. 0 disables.
 WORKER_MEMORY_LIMIT = int(os.environ.get("ENTROPY_RL_VERIFY_MEMORY_LIMIT", str(3 << 30)))
 
+#: Keep one extra worker started and warm, so a worker killed at a deadline is replaced
+#: at once: without it the next check waits ~0.7 s (2 cores) for sympy to import.
+KEEP_SPARE = os.environ.get("ENTROPY_RL_VERIFY_SPARE", "1") == "1"
+#: A pair is abandoned this long before its timeout, leaving time to kill the worker and
+#: swap in the spare, so one check returns within ``timeout`` seconds in all.
+_KILL_MARGIN = 0.1
+
 _BATCH_CHUNK = 256  # pairs per request line: keeps one pipe write bounded
 
 # --------------------------------------------------------------------------------------
@@ -527,7 +534,8 @@ class _Worker:
         except (BrokenPipeError, OSError):
             raise _WorkerDied(0) from None
         done = 0
-        deadline = time.monotonic() + timeout
+        budget = max(timeout - _KILL_MARGIN, 0.5 * timeout)
+        deadline = time.monotonic() + budget
         while done < len(pairs):
             try:
                 line = self._readline(deadline)
@@ -543,7 +551,7 @@ class _Worker:
                 continue
             out[start + i] = bool(r)
             done += 1
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + budget
         return done
 
     def kill(self) -> None:
@@ -578,14 +586,16 @@ class _Worker:
 class _WorkerPool:
     """Up to ``max_workers`` warm workers, created on demand; one caller per worker.
 
-    Thread-safe. A worker that overruns or dies is killed and replaced at once (the
-    replacement warms up in the background while the caller returns).
+    Thread-safe. A worker that overruns or dies is killed and replaced at once by the
+    warm spare (``keep_spare``), and a new spare warms up in the background.
     """
 
-    def __init__(self, max_workers: int) -> None:
+    def __init__(self, max_workers: int, keep_spare: bool = KEEP_SPARE) -> None:
         self.max_workers = max(1, max_workers)
+        self.keep_spare = keep_spare
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []
+        self._spare: _Worker | None = None  # started, not counted in _live until taken
         self._live = 0
         self._closed = False
         self._pid = os.getpid()
@@ -607,12 +617,30 @@ class _WorkerPool:
                     break
                 self._cond.wait()
         try:
-            return _Worker()
+            return self._fresh()
         except BaseException:
             with self._cond:
                 self._live -= 1
                 self._cond.notify()
             raise
+
+    def _fresh(self) -> _Worker:
+        """A new worker for a slot the caller owns: the spare if there is one (already
+        warm, or warming), then a new spare is started to take its place."""
+        with self._cond:
+            w, self._spare = self._spare, None
+        if w is None or w.proc.poll() is not None:
+            if w is not None:
+                w.kill()
+            w = _Worker()
+        if self.keep_spare:
+            spare = _Worker()
+            with self._cond:
+                if self._spare is None and not self._closed:
+                    self._spare, spare = spare, None
+            if spare is not None:
+                spare.kill()
+        return w
 
     def _release(self, w: _Worker) -> None:
         with self._cond:
@@ -631,7 +659,7 @@ class _WorkerPool:
             self.restarts += 1
             if self._closed:
                 raise RuntimeError("answer-check workers are shut down")
-        return _Worker()
+        return self._fresh()
 
     def check(self, pairs: Sequence[tuple[str, str]], timeout: float) -> list[bool]:
         """math-verify verdicts for normalized ``(pred, gold)`` pairs, ``timeout`` each."""
@@ -677,6 +705,9 @@ class _WorkerPool:
             self._closed = True
             idle, self._idle = self._idle, []
             self._live -= len(idle)
+            if self._spare is not None:
+                idle.append(self._spare)
+                self._spare = None
             self._cond.notify_all()
         for w in idle:
             w.close()
@@ -706,7 +737,7 @@ def _reset_after_fork() -> None:
     # (the parent's workers live on) and gets its own pool lazily.
     global _pool, _pool_lock, _cache_lock
     if _pool is not None:
-        for w in _pool._idle:
+        for w in _pool._idle + ([_pool._spare] if _pool._spare is not None else []):
             for f in (w.proc.stdin, w.proc.stdout):
                 try:
                     f.close()

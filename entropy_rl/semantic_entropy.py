@@ -30,8 +30,9 @@ def cluster_answers(
 
     Two answers share a class iff they are equivalent, closed transitively: answers are first
     reduced to their distinct normalised strings, then equivalent pairs of those are united
-    (union–find). Cost grows with the number of *distinct* answers, not M², and pairs already
-    in one class are never checked again. Equivalence checks that are not transitive
+    (union–find). Cost grows with the number of *distinct* answers, not M². The default
+    checker decides all distinct pairs in one batched worker call; a custom ``equivalent`` is
+    called only for pairs not already in one class. Equivalence checks that are not transitive
     (``1/2 ~ 0.5 ~ 0.50``) still give one class.
 
     A response with no final answer (``None``) is its own singleton class: it carries no
@@ -42,14 +43,15 @@ def cluster_answers(
     Args:
         answers: extracted final answers (see :func:`entropy_rl.answers.extract_answer`).
         equivalent: symmetric predicate on two answers (default: bounded
-            :func:`entropy_rl.answers.is_equivalent`).
+            :func:`entropy_rl.answers.is_equivalent`, all distinct pairs decided in one
+            :func:`entropy_rl.answers.equivalent_pairs` call).
         normalize: cheap canonical form; equal forms are equivalent without a check
             (default: :func:`entropy_rl.answers.normalize_answer`).
     """
+    batched = equivalent is None
     if equivalent is None or normalize is None:
-        from entropy_rl.answers import is_equivalent, normalize_answer
+        from entropy_rl.answers import normalize_answer
 
-        equivalent = equivalent or is_equivalent
         normalize = normalize or normalize_answer
 
     key_of: list[int | None] = []
@@ -64,6 +66,18 @@ def cluster_answers(
             keys[k] = len(raw)
             raw.append(a)
         key_of.append(keys[k])
+
+    if batched:
+        # Default checker: every distinct pair in one `equivalent_pairs` call (one worker
+        # round-trip per prompt, not one per pair; ~5x faster on 16 samples, bench_answers.py).
+        # The classes are the same: union-find of the same verdicts.
+        from entropy_rl.answers import equivalent_pairs
+
+        pairs = [(raw[i], raw[j]) for i in range(len(raw)) for j in range(i + 1, len(raw))]
+        verdict = dict(zip(pairs, equivalent_pairs(pairs)))
+
+        def equivalent(a: str, b: str) -> bool:
+            return verdict[(a, b)]
 
     parent = list(range(len(raw)))
 

@@ -220,6 +220,28 @@ def test_aggregation_respects_global_batch_info():
     torch.testing.assert_close(parts, whole)
 
 
+@pytest.mark.parametrize("mode", ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm",
+                                  "seq-mean-token-mean"])
+@pytest.mark.parametrize("gbi", [{}, {"dp_size": 2, "batch_num_tokens": 123, "global_batch_size": 16,
+                                      "loss_scale_factor": 7}])
+def test_term_metrics_equal_verl_agg_loss(mode, gbi):
+    """Each term's metric (computed from per-row sums) is veRL's agg_loss of that term."""
+    from verl.trainer.ppo.core_algos import agg_loss
+
+    ent, logp, old, adv, mask = make_batch(B=6, T=30, seed=11)
+    mask[2] = False  # an empty row: excluded by the seq-mean modes
+    cfg = SentKLConfig(cov_fraction=0.1)
+    sets = select_tokens(ent, logp, adv, mask, cfg)
+    ecoef = torch.rand(6, 30, dtype=torch.float64) * 0.01
+    loss, metrics = compute_policy_loss(old, logp, adv, mask, cfg, token_set=sets, entropy=ent, entropy_coef=ecoef,
+                                        loss_agg_mode=mode, global_batch_info=gbi)
+    kl = (logp - old).abs() * torch.tensor(cfg.coefficient_table(), dtype=torch.float64)[sets.long()]
+    agg = lambda x: agg_loss(x, mask, mode, **gbi)  # noqa: E731
+    torch.testing.assert_close(metrics["sent/kl_loss"], agg(kl))
+    torch.testing.assert_close(metrics["aer/entropy_bonus"], agg(ecoef * ent))
+    torch.testing.assert_close(metrics["actor/pg_loss"], loss - agg(kl) + agg(ecoef * ent))
+
+
 def test_empty_and_degenerate_batches_stay_finite():
     cfg = SentKLConfig()
     z = torch.zeros(2, 5)

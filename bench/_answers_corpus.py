@@ -1,0 +1,109 @@
+"""Answer corpora for ``bench_answers.py``: a realistic mix and a hostile one (built in code).
+
+Realistic: one gold answer per prompt and ``m`` sampled responses (a few hundred characters of
+reasoning, then ``\\boxed{...}``), the answer written in the forms models use — equal to the
+gold in another notation, wrong, unparseable, or missing. Every prompt draws fresh numbers,
+so the equivalence cache does not carry results across prompts.
+"""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+FILLER = ("We consider the cases separately. Substituting and simplifying gives the relation above, "
+          "and checking the boundary values confirms it. ")
+
+
+def _gold_and_forms(rng: random.Random) -> tuple[str, list[str], list[str]]:
+    """(gold, equivalent forms, wrong answers) for one random prompt."""
+    kind = rng.choice(["int", "int", "frac", "latex", "set", "tuple", "text"])
+    if kind == "int":
+        n = rng.randint(2, 99999)
+        same = [str(n), f"{n:,}", f"{n}.0", f"\\text{{{n}}}", f"{n}\\%" if n < 100 else str(n), f"${n}$"]
+        wrong = [str(n + 1), str(n - rng.randint(2, 9)), str(2 * n)]
+        return str(n), same, wrong
+    if kind == "frac":
+        a, b = rng.randint(1, 40), rng.randint(2, 41)
+        f = Fraction(a, b)
+        a, b = f.numerator, f.denominator
+        if b == 1:
+            b = 7
+        same = [f"\\frac{{{a}}}{{{b}}}", f"\\dfrac{{{a}}}{{{b}}}", f"{a}/{b}", f"\\frac{{{2 * a}}}{{{2 * b}}}"]
+        if 10**6 % b == 0:
+            same.append(str(float(Fraction(a, b))))
+        wrong = [f"\\frac{{{b}}}{{{a}}}", f"\\frac{{{a + 1}}}{{{b}}}"]
+        return f"\\frac{{{a}}}{{{b}}}", same, wrong
+    if kind == "latex":
+        k = rng.randint(2, 9)
+        gold, same, wrong = rng.choice([
+            (f"\\frac{{\\sqrt{{{k}}}}}{{2}}", [f"\\sqrt{{{k}}}/2", f"\\frac{{1}}{{2}}\\sqrt{{{k}}}", f"\\tfrac{{\\sqrt{k}}}{{2}}"],
+             [f"\\sqrt{{{k}}}", f"\\frac{{\\sqrt{{{k + 1}}}}}{{2}}"]),
+            (f"{k}\\pi", [f"{k} \\pi", f"\\pi \\cdot {k}", f"{k}\\cdot\\pi"], [f"{k + 1}\\pi", f"\\frac{{{k}\\pi}}{{2}}"]),
+            (f"x^2+{2 * k}x+{k * k}", [f"(x+{k})^2", f"x^{{2}} + {2 * k} x + {k * k}"], [f"(x-{k})^2", f"x^2+{k * k}"]),
+            (f"2\\sqrt{{{k}}}", [f"\\sqrt{{{4 * k}}}", f"2 \\sqrt {k}"], [f"\\sqrt{{{2 * k}}}"]),
+        ])
+        return gold, same, wrong
+    if kind == "set":
+        xs = sorted(rng.sample(range(-9, 20), 3))
+        gold = "\\{" + ", ".join(map(str, xs)) + "\\}"
+        same = ["\\{" + ",".join(map(str, reversed(xs))) + "\\}", ", ".join(map(str, xs))]
+        wrong = ["\\{" + ", ".join(map(str, xs[:2])) + "\\}"]
+        return gold, same, wrong
+    if kind == "tuple":
+        a, b = rng.randint(-9, 9), rng.randint(-9, 9)
+        return f"({a}, {b})", [f"({a},{b})", f"\\left({a}, {b}\\right)"], [f"({b}, {a + 1})", f"[{a}, {b})"]
+    word = rng.choice(["Monday", "Alice", "none", "infinitely many"])
+    return f"\\text{{{word}}}", [word, word.lower(), f"\\textbf{{{word}}}"], ["Tuesday", "Bob"]
+
+
+UNPARSEABLE = ["It cannot be determined from the information given", "\\frac{", "asdf qwerty ???", "x = ",
+               "\\begin{cases} 1 \\end{cases", "See the explanation above"]
+
+
+def realistic(n_prompts: int, m: int = 16, seed: int = 0) -> list[tuple[str, list[str]]]:
+    """``n_prompts`` × (gold, ``m`` responses): ~55% equal in some form, 30% wrong, 8% unparseable, 7% no box."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n_prompts):
+        gold, same, wrong = _gold_and_forms(rng)
+        responses = []
+        for _ in range(m):
+            u = rng.random()
+            text = FILLER * rng.randint(1, 8)
+            if u < 0.55:
+                responses.append(f"{text}Therefore the answer is $\\boxed{{{rng.choice(same)}}}$.")
+            elif u < 0.85:
+                responses.append(f"{text}So we get \\boxed{{{rng.choice(wrong)}}}.")
+            elif u < 0.93:
+                responses.append(f"{text}\\boxed{{{rng.choice(UNPARSEABLE)}}}")
+            else:
+                responses.append(text + "I am not sure how to finish")  # no final answer
+        out.append((gold, responses))
+    return out
+
+
+def hostile() -> list[tuple[str, str, str]]:
+    """(name, response, gold): inputs built to hang, blow up or crash an answer checker."""
+    deep_frac = "\\frac{1}{" * 400 + "2" + "}" * 400
+    deep_sqrt = "\\sqrt{" * 2000 + "2" + "}" * 2000
+    return [
+        ("code injection in \\boxed{}", "\\boxed{__import__('os').system('touch /tmp/pwned')}", "0"),
+        ("eval-style injection", "\\boxed{().__class__.__base__.__subclasses__()}", "1"),
+        ("10^{10^{10}}", "\\boxed{10^{10^{10}}}", "100"),
+        ("3^{3^{3^{3^3}}} tower", "\\boxed{3^{3^{3^{3^{3}}}}}", "27"),
+        ("9**9**9", "\\boxed{9**9**9}", "81"),
+        ("factorial tower", "\\boxed{((10!)!)!}", "3628800"),
+        ("huge factorial", "\\boxed{100000000!}", "1"),
+        ("100k nested braces", "\\boxed{" + "{" * 100_000 + "1" + "}" * 100_000 + "}", "1"),
+        ("100k unclosed \\boxed{", "\\boxed{" * 100_000, "1"),
+        ("1 MB answer", "\\boxed{" + "12345+" * 174_763 + "1}", "2"),
+        ("10 MB response, answer at end", "x" * 10_000_000 + "\\boxed{5}", "5"),
+        ("invalid UTF-8 / control chars", "\\boxed{" + b"\xff\xfe\x00\x01".decode("utf-8", "surrogateescape") + "\x00\x07\x1b[2J}", "0"),
+        ("lone surrogates", "\\boxed{\ud800\udfff 5}", "5"),
+        ("400-deep \\frac nest", "\\boxed{" + deep_frac + "}", "\\frac{1}{2}"),
+        ("2000-deep \\sqrt nest", "\\boxed{" + deep_sqrt + "}", "2"),
+        ("huge matrix", "\\boxed{\\begin{pmatrix}" + "&".join(["x"] * 3000) + "\\end{pmatrix}}", "1"),
+        ("big integer power", "\\boxed{2^{2^{20}}}", "2"),
+        ("long sum of symbols", "\\boxed{" + "+".join(f"x_{{{i}}}" for i in range(20_000)) + "}", "0"),
+    ]
