@@ -1,4 +1,4 @@
-"""Answer corpora for ``bench_answers.py``: a realistic mix and a hostile one (built in code).
+"""Answer corpora for ``bench_answers.py``: a realistic mix, and the tests' hostile one.
 
 Realistic: one gold answer per prompt and ``m`` sampled responses (a few hundred characters of
 reasoning, then ``\\boxed{...}``), the answer written in the forms models use — equal to the
@@ -8,8 +8,15 @@ so the equivalence cache does not carry results across prompts.
 
 from __future__ import annotations
 
+import os
 import random
+import sys
+import tempfile
 from fractions import Fraction
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from tests.data.hostile import corpus as _hostile_corpus  # noqa: E402  (the one hostile corpus)
 
 FILLER = ("We consider the cases separately. Substituting and simplifying gives the relation above, "
           "and checking the boundary values confirms it. ")
@@ -28,7 +35,7 @@ def _gold_and_forms(rng: random.Random) -> tuple[str, list[str], list[str]]:
         f = Fraction(a, b)
         a, b = f.numerator, f.denominator
         if b == 1:
-            b = 7
+            b = 7 if a != 7 else 9  # 7/7 would make the "wrong" 7/7 right
         same = [f"\\frac{{{a}}}{{{b}}}", f"\\dfrac{{{a}}}{{{b}}}", f"{a}/{b}", f"\\frac{{{2 * a}}}{{{2 * b}}}"]
         if 10**6 % b == 0:
             same.append(str(float(Fraction(a, b))))
@@ -61,8 +68,9 @@ UNPARSEABLE = ["It cannot be determined from the information given", "\\frac{", 
                "\\begin{cases} 1 \\end{cases", "See the explanation above"]
 
 
-def realistic(n_prompts: int, m: int = 16, seed: int = 0) -> list[tuple[str, list[str]]]:
-    """``n_prompts`` × (gold, ``m`` responses): ~55% equal in some form, 30% wrong, 8% unparseable, 7% no box."""
+def realistic_labeled(n_prompts: int, m: int = 16, seed: int = 0) -> list[tuple[str, list[tuple[str, float]]]]:
+    """``n_prompts`` × (gold, ``m`` × (response, expected score)): ~55% equal to the gold in
+    some form (1.0), 30% wrong, 8% unparseable, 7% without a final answer (0.0)."""
     rng = random.Random(seed)
     out = []
     for _ in range(n_prompts):
@@ -72,38 +80,24 @@ def realistic(n_prompts: int, m: int = 16, seed: int = 0) -> list[tuple[str, lis
             u = rng.random()
             text = FILLER * rng.randint(1, 8)
             if u < 0.55:
-                responses.append(f"{text}Therefore the answer is $\\boxed{{{rng.choice(same)}}}$.")
+                responses.append((f"{text}Therefore the answer is $\\boxed{{{rng.choice(same)}}}$.", 1.0))
             elif u < 0.85:
-                responses.append(f"{text}So we get \\boxed{{{rng.choice(wrong)}}}.")
+                responses.append((f"{text}So we get \\boxed{{{rng.choice(wrong)}}}.", 0.0))
             elif u < 0.93:
-                responses.append(f"{text}\\boxed{{{rng.choice(UNPARSEABLE)}}}")
+                responses.append((f"{text}\\boxed{{{rng.choice(UNPARSEABLE)}}}", 0.0))
             else:
-                responses.append(text + "I am not sure how to finish")  # no final answer
+                responses.append((text + "I am not sure how to finish", 0.0))  # no final answer
         out.append((gold, responses))
     return out
 
 
-def hostile() -> list[tuple[str, str, str]]:
-    """(name, response, gold): inputs built to hang, blow up or crash an answer checker."""
-    deep_frac = "\\frac{1}{" * 400 + "2" + "}" * 400
-    deep_sqrt = "\\sqrt{" * 2000 + "2" + "}" * 2000
-    return [
-        ("code injection in \\boxed{}", "\\boxed{__import__('os').system('touch /tmp/pwned')}", "0"),
-        ("eval-style injection", "\\boxed{().__class__.__base__.__subclasses__()}", "1"),
-        ("10^{10^{10}}", "\\boxed{10^{10^{10}}}", "100"),
-        ("3^{3^{3^{3^3}}} tower", "\\boxed{3^{3^{3^{3^{3}}}}}", "27"),
-        ("9**9**9", "\\boxed{9**9**9}", "81"),
-        ("factorial tower", "\\boxed{((10!)!)!}", "3628800"),
-        ("huge factorial", "\\boxed{100000000!}", "1"),
-        ("100k nested braces", "\\boxed{" + "{" * 100_000 + "1" + "}" * 100_000 + "}", "1"),
-        ("100k unclosed \\boxed{", "\\boxed{" * 100_000, "1"),
-        ("1 MB answer", "\\boxed{" + "12345+" * 174_763 + "1}", "2"),
-        ("10 MB response, answer at end", "x" * 10_000_000 + "\\boxed{5}", "5"),
-        ("invalid UTF-8 / control chars", "\\boxed{" + b"\xff\xfe\x00\x01".decode("utf-8", "surrogateescape") + "\x00\x07\x1b[2J}", "0"),
-        ("lone surrogates", "\\boxed{\ud800\udfff 5}", "5"),
-        ("400-deep \\frac nest", "\\boxed{" + deep_frac + "}", "\\frac{1}{2}"),
-        ("2000-deep \\sqrt nest", "\\boxed{" + deep_sqrt + "}", "2"),
-        ("huge matrix", "\\boxed{\\begin{pmatrix}" + "&".join(["x"] * 3000) + "\\end{pmatrix}}", "1"),
-        ("big integer power", "\\boxed{2^{2^{20}}}", "2"),
-        ("long sum of symbols", "\\boxed{" + "+".join(f"x_{{{i}}}" for i in range(20_000)) + "}", "0"),
-    ]
+def realistic(n_prompts: int, m: int = 16, seed: int = 0) -> list[tuple[str, list[str]]]:
+    """:func:`realistic_labeled` without the labels."""
+    return [(gold, [r for r, _ in rs]) for gold, rs in realistic_labeled(n_prompts, m, seed)]
+
+
+def hostile(sentinel: str | None = None) -> list[tuple[str, str, str]]:
+    """(name, response, gold): the tests' hostile corpus (``tests/data/hostile.py``), inputs
+    built to execute code, hang, blow up or crash an answer checker."""
+    sentinel = sentinel or os.path.join(tempfile.gettempdir(), "entropy_rl_bench_pwned")
+    return [(it.name, it.response, it.gold) for it in _hostile_corpus(sentinel)]

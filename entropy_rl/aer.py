@@ -100,8 +100,21 @@ class AERConfig:
 
 
 def difficulty_weights(accuracy: torch.Tensor, cfg: AERConfig) -> torch.Tensor:
-    """w(acc) per response (or prompt), from its prompt's group accuracy in [0, 1]."""
-    acc = accuracy.float().clamp(0.0, 1.0)
+    """w(acc) per response (or prompt), from its prompt's group accuracy in [0, 1].
+
+    A NaN / ±inf accuracy raises ``ValueError`` naming its position: clamped or normalised it
+    would turn every weight, and so the whole entropy bonus, into NaN. (A driver-side check
+    on host tensors; the loss itself never calls this.)
+    """
+    acc = accuracy.float()
+    bad = ~torch.isfinite(acc)
+    if bool(bad.any()):
+        i = int(bad.reshape(-1).int().argmax())
+        raise ValueError(
+            f"AER difficulty_weights: accuracy[{i}] = {acc.reshape(-1)[i].item()} is not finite "
+            f"({int(bad.sum())} of {acc.numel()} values); group accuracies must lie in [0, 1]"
+        )
+    acc = acc.clamp(0.0, 1.0)
     if cfg.allocation == "linear":
         w = 1.0 - acc
     elif cfg.allocation == "threshold":
@@ -141,10 +154,23 @@ class AERController:
         return None if self.h0 is None else self.cfg.rho * self.h0
 
     def step(self, entropy: float) -> dict[str, float]:
-        """Feed the batch's mean token entropy H_t (nats); update H₀ / α_t; return metrics."""
-        entropy = float(entropy)
+        """Feed the batch's mean token entropy H_t (nats); update H₀ / α_t; return metrics.
+
+        A NaN / ±inf / negative H_t (or one that is not a single number) raises ``ValueError``
+        before any state changes: one bad batch must not corrupt H₀, H̄_t or the integral.
+        """
+        try:
+            entropy = float(entropy)
+        except (TypeError, ValueError, RuntimeError) as e:  # RuntimeError: a multi-element tensor
+            raise ValueError(
+                f"AERController.step (step {self.steps + 1}): entropy must be one finite number >= 0, "
+                f"got {type(entropy).__name__} {entropy!r:.80}"
+            ) from e
         if not math.isfinite(entropy) or entropy < 0:
-            raise ValueError(f"AERController.step: entropy must be a finite value >= 0, got {entropy}")
+            raise ValueError(
+                f"AERController.step (step {self.steps + 1}): entropy H_t must be a finite value >= 0, "
+                f"got {entropy}; α_t, H₀ and H̄ are left unchanged"
+            )
         cfg = self.cfg
         self.steps += 1
         lam = cfg.ema

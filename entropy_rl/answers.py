@@ -7,7 +7,8 @@ linear-time in the parent process and *time-bounded* for the symbolic part:
   final ``Answer: ...`` line); one linear brace scan, no regex recursion.
 - :func:`normalize_answer` — a cheap canonical string. Two answers with the same
   normal form are equivalent without symbolic work; it is also the clustering key.
-- :func:`is_equivalent` / :func:`equivalent_pairs` — mathematical equivalence via
+- :func:`is_equivalent` / :func:`equivalent_pairs` / :func:`check_pairs` (which also
+  says which verdicts come from a timeout) — mathematical equivalence via
   math-verify (which uses sympy). The symbolic check never runs in the caller's
   process: it runs in a warm, long-lived worker subprocess that is killed and replaced
   when it overruns ``timeout``. math-verify's own timeouts use ``signal.alarm``, which
@@ -38,8 +39,11 @@ Decisions (documented because they change rewards):
 - Answers whose normal form is longer than :data:`MAX_SYMBOLIC_CHARS` (1000) are
   compared by normal form only; longer than :data:`MAX_NORMALIZE_CHARS` (100k) by the
   stripped raw string only. Real final answers are far shorter.
-- A check that times out (or crashes the worker) counts as *not equivalent* and is
-  cached as such.
+- A check that times out (or hits the worker's memory/recursion bound, or crashes it)
+  counts as *not equivalent*, is cached as such, and is reported by :func:`check_pairs`
+  (``compute_score``'s ``verify_timeouts``). The string it spent its time on (known from
+  the worker's progress marks, or by a short probe against ``"0"``) is blamed for the rest
+  of the call, so a hostile answer in a cluster costs one timeout, not one per pair.
 - ``is_equivalent(pred, gold)`` passes ``gold`` as math-verify's gold side; math-verify is
   asymmetric only in rare cases (equations and relations vs intervals).
 
@@ -68,14 +72,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from functools import lru_cache
+from typing import NamedTuple
 
 __all__ = [
     "MAX_NORMALIZE_CHARS",
     "MAX_SYMBOLIC_CHARS",
+    "PairChecks",
+    "check_pairs",
     "equivalent_pairs",
     "extract_answer",
     "is_equivalent",
@@ -263,22 +270,38 @@ def _unwrap_whole_box(s: str) -> str:
     return s
 
 
-@lru_cache(maxsize=8192)
+#: Only answers up to this long are memoized by :func:`normalize_answer`: a policy that
+#: emits many distinct 100k-char answers would otherwise pin 8192 of them in memory.
+_NORMALIZE_CACHE_CHARS = 4096
+
+
 def normalize_answer(ans: str) -> str:
+    """A cheap canonical form of a final answer (the clustering key; no symbolic work).
+
+    Memoized for answers up to :data:`_NORMALIZE_CACHE_CHARS` characters (8192 of them).
+    """
+    if ans is None:
+        return ""
+    s = str(ans)
+    return _normalize_cached(s) if len(s) <= _NORMALIZE_CACHE_CHARS else _normalize(s)
+
+
+def _normalize(ans: str) -> str:
     """A cheap canonical form of a final answer (the clustering key; no symbolic work).
 
     Strips whitespace, ``$``, a whole-string ``\\boxed{}``, ``\\left``/``\\right``,
     spacing macros, ``^\\circ``, ``\\%``, ``\\text{}``-style wrappers, trailing unit words
     after a number and a trailing period; ``\\dfrac``/``\\tfrac`` -> ``\\frac``,
     ``\\frac12`` -> ``\\frac{1}{2}``, ``**`` -> ``^``, ``1,000`` -> ``1000``; pure-letter
-    answers are lowercased. Equal normal forms imply equivalent answers. Linear time.
+    answers are lowercased; NUL characters are dropped (NUL is the placeholder below).
+    Equal normal forms imply equivalent answers. Linear time.
     """
     if ans is None:
         return ""
     s = str(ans).strip()
     if len(s) > MAX_NORMALIZE_CHARS:
         return s
-    s = _unwrap_whole_box(s)
+    s = _unwrap_whole_box(s.replace("\x00", ""))
     s = s.replace("\\$", "").replace("$", "")
     if (s.startswith("\\(") and s.endswith("\\)")) or (s.startswith("\\[") and s.endswith("\\]")):
         s = s[2:-2]
@@ -317,6 +340,11 @@ def normalize_answer(ans: str) -> str:
     s = _CMD_SPACE_RE.sub("\\1\x00", s)
     s = _WS_RE.sub("", s).replace("\x00", " ")
     return s
+
+
+_normalize_cached = lru_cache(maxsize=8192)(_normalize)
+normalize_answer.cache_clear = _normalize_cached.cache_clear  # type: ignore[attr-defined]
+normalize_answer.cache_info = _normalize_cached.cache_info  # type: ignore[attr-defined]
 
 
 _INT_RE = re.compile(r"-?\d{1,40}")
@@ -428,14 +456,20 @@ def _worker_main() -> None:  # pragma: no cover - runs in the child process
             cache.popitem(last=False)
         return res
 
-    def _check(pred: str, gold: str) -> bool:
+    def _check(pred: str, gold: str, mark=lambda stage: None) -> bool | None:
+        # `mark` reports progress ("g": gold parsed, "p": pred parsed) so that the parent,
+        # when it kills us at the deadline, knows which string the time went into.
         try:
             g = _parse(gold)
+            mark("g")
             p = _parse(pred)
+            mark("p")
             if not g or not p:
                 return False
             return bool(verify(g, p, timeout_seconds=None))
-        except (Exception, RecursionError, MemoryError):
+        except (RecursionError, MemoryError):
+            return None  # a resource bound was hit: reported like a timeout
+        except Exception:
             return False
 
     _check("\\frac{1}{2}", "0.5")  # warm-up: loads the ANTLR grammar and sympy caches
@@ -446,13 +480,26 @@ def _worker_main() -> None:  # pragma: no cover - runs in the child process
         except ValueError:
             continue
         for i, (pred, gold) in enumerate(pairs):
-            r = _check(pred, gold)
+
+            def mark(stage: str, i: int = i) -> None:
+                out.write(b'[%d,%d,"%s"]\n' % (req_id, i, stage.encode()))
+
+            r = _check(pred, gold, mark)
             out.write(json.dumps([req_id, i, r]).encode() + b"\n")
     os._exit(0)
 
 
 class _WorkerDied(Exception):
     """The worker exited (crash, OOM, segfault) while we waited on it."""
+
+
+# Outcome codes of one pair in the pool (an int list, filled as answers arrive).
+_FALSE, _TRUE = 0, 1
+_LIMIT = -1  # overran its deadline, hit the worker's memory/recursion bound, crashed it,
+#             or shares a string blamed for that: verdict False, reported as a timeout
+_UNDECIDED = -2  # the call's total budget ran out first: False, reported, not cached
+_PROBE = "0"  # trivial gold a suspect string is checked against alone (see _WorkerPool.check)
+_PROBE_MIN_TIMEOUT = 0.25  # an innocent string checks against "0" in ~1-50 ms (fresh worker)
 
 
 class _Worker:
@@ -518,12 +565,18 @@ class _Worker:
                 "set ENTROPY_RL_VERIFY_QUIET=0 to see its stderr)"
             ) from None
 
-    def run(self, pairs: Sequence[tuple[str, str]], timeout: float, out: list[bool | None], start: int) -> int:
-        """Send ``pairs`` and fill ``out[start + i]``; each pair gets ``timeout`` seconds.
+    def run(
+        self, pairs: Sequence[tuple[str, str]], timeout: float, out: list[int], total_deadline: float | None = None
+    ) -> tuple[int, int, bool]:
+        """Send ``pairs`` and fill ``out[i]`` (:data:`_TRUE` / :data:`_FALSE` /
+        :data:`_LIMIT`); each pair gets ``timeout`` seconds, all of them together end by
+        ``total_deadline`` (a ``time.monotonic()`` value) if given.
 
-        Returns the number of pairs answered; fewer than ``len(pairs)`` means the next
-        pair overran (the caller kills this worker). A crash raises
-        ``_WorkerDied(answered)``.
+        Returns ``(answered, stage, cut)``: fewer than ``len(pairs)`` answered means pair
+        ``answered`` overran (the caller kills this worker); ``stage`` is how far that pair
+        got (0: nothing, 1: gold parsed, 2: both parsed, so verify hung); ``cut`` is true
+        when the stop came from ``total_deadline``, not from the pair's own budget. A crash
+        raises ``_WorkerDied(answered, stage)``.
         """
         self._next_id += 1
         req_id = self._next_id
@@ -532,27 +585,34 @@ class _Worker:
             self.proc.stdin.write(data)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise _WorkerDied(0) from None
-        done = 0
+            raise _WorkerDied(0, 0) from None
+        done = stage = 0
         budget = max(timeout - _KILL_MARGIN, 0.5 * timeout)
-        deadline = time.monotonic() + budget
+        total = None if total_deadline is None else total_deadline - _KILL_MARGIN
+        pair_deadline = time.monotonic() + budget
         while done < len(pairs):
+            deadline = pair_deadline if total is None else min(pair_deadline, total)
             try:
                 line = self._readline(deadline)
             except _WorkerDied:
-                raise _WorkerDied(done) from None
+                raise _WorkerDied(done, stage) from None
             if line is None:
-                return done
+                # cut by the total budget only if that left the pair short of its own budget
+                return done, stage, total is not None and total < pair_deadline - 0.05 * budget
             try:
                 rid, i, r = json.loads(line)
             except (ValueError, TypeError):
                 continue
             if rid != req_id or i != done:
                 continue
-            out[start + i] = bool(r)
+            if isinstance(r, str):  # progress mark: "g" gold parsed, "p" pred parsed
+                stage = 1 if r == "g" else 2
+                continue
+            out[i] = _LIMIT if r is None else (_TRUE if r else _FALSE)
             done += 1
-            deadline = time.monotonic() + budget
-        return done
+            stage = 0
+            pair_deadline = time.monotonic() + budget
+        return done, 0, False
 
     def kill(self) -> None:
         """Kill and reap (no zombie); closes the pipes."""
@@ -661,37 +721,106 @@ class _WorkerPool:
                 raise RuntimeError("answer-check workers are shut down")
         return self._fresh()
 
-    def check(self, pairs: Sequence[tuple[str, str]], timeout: float) -> list[bool]:
-        """math-verify verdicts for normalized ``(pred, gold)`` pairs, ``timeout`` each."""
-        out: list[bool | None] = [None] * len(pairs)
+    def check(
+        self, pairs: Sequence[tuple[str, str]], timeout: float, total_timeout: float | None = None
+    ) -> list[int]:
+        """Outcome codes (``_TRUE``/``_FALSE``/``_LIMIT``/``_UNDECIDED``) for normalized
+        ``(pred, gold)`` pairs: ``timeout`` seconds each, ``total_timeout`` for the time
+        spent checking in all (waits for a worker's start-up are not counted).
+
+        One hostile string must not cost ``timeout`` once per pair it is in (a clusterer
+        pairs it with every other answer): a pair that overruns blames the string its time
+        went into, from the worker's progress marks (gold parse, pred parse), and every
+        later pair holding a blamed string is ``_LIMIT`` at once. When ``verify`` itself
+        hung, the side already seen in a completed check is innocent; if neither is known,
+        the gold side is probed alone against ``"0"`` (~1-50 ms if innocent; at most
+        ``max(timeout / 4, 0.25)``) when later pairs hold either string, which settles it.
+        So a call spends at most ``timeout`` plus one probe per hostile string.
+        """
+        n_pairs = len(pairs)
+        work = list(pairs)  # pairs, then the probes this call adds
+        probe_timeout = min(timeout, max(_PROBE_MIN_TIMEOUT, timeout / 4))
+        out = [_UNDECIDED] * n_pairs
+        budget_left = float("inf") if total_timeout is None else float(total_timeout)
+        blamed: set[str] = set()
+        good: set[str] = {_PROBE}  # strings in a check that completed: not the culprit
+        suspects: list[tuple[str, str]] = []  # overran in verify, culprit not yet known
+        todo: deque[int] = deque(range(n_pairs))
         w = self._acquire()
         try:
-            i = 0
             retried = False
-            while i < len(pairs):
+            while todo and budget_left > 0:
+                chunk: list[int] = []
+                while todo and len(chunk) < _BATCH_CHUNK:
+                    if todo[0] >= n_pairs:  # a probe runs alone: its verdict gates the rest
+                        if not chunk:
+                            chunk.append(todo.popleft())
+                        break
+                    k = todo.popleft()
+                    p, g = work[k]
+                    if p in blamed or g in blamed:
+                        out[k] = _LIMIT
+                    else:
+                        chunk.append(k)
+                if not chunk:
+                    continue
                 w.wait_ready(STARTUP_TIMEOUT)
-                chunk = pairs[i : i + _BATCH_CHUNK]
+                res = [_UNDECIDED] * len(chunk)
+                t0 = time.monotonic()
+                total_deadline = None if budget_left == float("inf") else t0 + budget_left
+                died = False
                 try:
-                    n = w.run(chunk, timeout, out, i)
+                    t = timeout if chunk[0] < n_pairs else probe_timeout
+                    n, stage, cut = w.run([work[k] for k in chunk], t, res, total_deadline)
                 except _WorkerDied as e:
-                    n = e.args[0] if e.args else 0
-                    if n == 0 and not retried:
-                        # Possibly dead before we wrote (OOM-killed while idle): retry
-                        # once on a fresh worker; a pair that crashes it twice is False.
-                        retried = True
-                        w = self._replace(w)
-                        continue
-                i += n
+                    (n, stage), cut, died = e.args, False, True
+                budget_left -= time.monotonic() - t0
+                for j in range(n):
+                    if chunk[j] < n_pairs:
+                        out[chunk[j]] = res[j]
+                    if res[j] != _LIMIT:
+                        good.update(work[chunk[j]])
+                if suspects and n:  # an innocent side now known: blame the other one
+                    still = []
+                    for p, g in suspects:
+                        if p in good or g in good:
+                            blamed.add(g if p in good else p)
+                        else:
+                            still.append((p, g))
+                    suspects = still
                 if n == len(chunk):
                     continue
-                out[i] = False  # this pair overran its deadline or crashed the worker
-                i += 1
+                if died and n == 0 and stage == 0 and not retried:
+                    # Possibly dead before we wrote (OOM-killed while idle): retry once on
+                    # a fresh worker; a pair that crashes it twice is _LIMIT.
+                    retried = True
+                    todo.extendleft(reversed(chunk))
+                    w = self._replace(w)
+                    continue
+                todo.extendleft(reversed(chunk[n + 1 :]))
                 w = self._replace(w)
+                if cut:
+                    break  # chunk[n] and the rest stay _UNDECIDED
+                k = chunk[n]
+                if k < n_pairs:
+                    out[k] = _LIMIT
+                p, g = work[k]
+                if stage == 0:
+                    blamed.add(g)  # gold's parse hung
+                elif stage == 1:
+                    blamed.add(p)  # pred's parse hung
+                elif g in good or p in good:
+                    blamed.add(p if g in good else g)
+                elif any(x in work[j] for j in todo if j < n_pairs for x in (p, g)):
+                    # pairs still to come hold one of them: probe the gold side alone
+                    suspects.append((p, g))
+                    work.append((g, _PROBE))
+                    todo.appendleft(len(work) - 1)
         except BaseException:
             self._discard(w)
             raise
         self._release(w)
-        return [bool(r) for r in out]
+        return out
 
     def _discard(self, w: _Worker) -> None:
         """Kill a worker that will not be returned to the pool, and free its slot."""
@@ -781,11 +910,11 @@ def shutdown_workers() -> None:
 # --------------------------------------------------------------------------------------
 
 _CACHE_SIZE = 65536
-_cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
+_cache: OrderedDict[tuple[str, str], int] = OrderedDict()  # outcome codes, _UNDECIDED never
 _cache_lock = threading.Lock()
 
 
-def _cache_get(key: tuple[str, str]) -> bool | None:
+def _cache_get(key: tuple[str, str]) -> int | None:
     with _cache_lock:
         r = _cache.get(key)
         if r is not None:
@@ -793,7 +922,7 @@ def _cache_get(key: tuple[str, str]) -> bool | None:
         return r
 
 
-def _cache_put(key: tuple[str, str], value: bool) -> None:
+def _cache_put(key: tuple[str, str], value: int) -> None:
     with _cache_lock:
         _cache[key] = value
         if len(_cache) > _CACHE_SIZE:
@@ -807,39 +936,72 @@ def _norm(x: object) -> str:
     return normalize_answer(s)
 
 
+class PairChecks(NamedTuple):
+    """Verdicts of :func:`check_pairs`, one entry per pair."""
+
+    #: ``pred`` equivalent to ``gold``.
+    equivalent: list[bool]
+    #: No real verdict: the check overran ``timeout``, hit the worker's memory or
+    #: recursion bound, crashed the worker, held a string blamed for one of those, or
+    #: was not reached within ``total_timeout``. Its verdict is ``False``. A cached
+    #: verdict from such a check is reported again (the reward is still not a real one).
+    timed_out: list[bool]
+
+
+def check_pairs(
+    pairs: Iterable[tuple[str | None, str | None]],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float | None = None,
+) -> PairChecks:
+    """:func:`equivalent_pairs` that also says which verdicts come from a timeout.
+
+    Each pair gets ``timeout`` seconds; ``total_timeout`` (if given) bounds the time
+    spent checking in the whole call, after which the remaining pairs are ``False`` and
+    timed out (not cached: they may be fine). Waiting for a worker's start-up is not
+    counted in either. A string blamed for an overrun costs ``timeout`` once per call,
+    not once per pair it appears in (see ``_WorkerPool.check``).
+    """
+    pairs = list(pairs)
+    out: list[int | None] = [None] * len(pairs)
+    todo: dict[tuple[str, str], list[int]] = {}
+    for idx, (pred, gold) in enumerate(pairs):
+        if pred is None or gold is None:
+            out[idx] = _FALSE
+            continue
+        p, g = _norm(pred), _norm(gold)
+        verdict = _fast_verdict(p, g)
+        code = (_TRUE if verdict else _FALSE) if verdict is not None else _cache_get((p, g))
+        if code is not None:
+            out[idx] = code
+        else:
+            todo.setdefault((p, g), []).append(idx)
+    if todo:
+        keys = list(todo)
+        results = _get_pool().check(keys, timeout, total_timeout)
+        for key, r in zip(keys, results):
+            if r != _UNDECIDED:
+                _cache_put(key, r)
+            for idx in todo[key]:
+                out[idx] = r
+    return PairChecks([r == _TRUE for r in out], [r < 0 for r in out])
+
+
 def equivalent_pairs(
-    pairs: Iterable[tuple[str | None, str | None]], *, timeout: float = DEFAULT_TIMEOUT
+    pairs: Iterable[tuple[str | None, str | None]],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    total_timeout: float | None = None,
 ) -> list[bool]:
     """:func:`is_equivalent` for many ``(pred, gold)`` pairs in one worker round-trip.
 
     Pairs decided by normal form or cache never reach the worker; the rest are
     de-duplicated and streamed to one worker, each pair bounded by ``timeout`` seconds
-    (an overrunning pair is ``False``; the worker is replaced and the batch goes on).
-    Meant for the semantic-entropy clusterer (up to M^2/2 pairs of distinct answers).
+    (an overrunning pair is ``False``; the worker is replaced and the batch goes on), the
+    whole call by ``total_timeout`` if given. Meant for the semantic-entropy clusterer
+    (up to M^2/2 pairs of distinct answers). :func:`check_pairs` also reports timeouts.
     """
-    pairs = list(pairs)
-    out: list[bool | None] = [None] * len(pairs)
-    todo: dict[tuple[str, str], list[int]] = {}
-    for idx, (pred, gold) in enumerate(pairs):
-        if pred is None or gold is None:
-            out[idx] = False
-            continue
-        p, g = _norm(pred), _norm(gold)
-        verdict = _fast_verdict(p, g)
-        if verdict is None:
-            verdict = _cache_get((p, g))
-        if verdict is not None:
-            out[idx] = verdict
-        else:
-            todo.setdefault((p, g), []).append(idx)
-    if todo:
-        keys = list(todo)
-        results = _get_pool().check(keys, timeout)
-        for key, r in zip(keys, results):
-            _cache_put(key, r)
-            for idx in todo[key]:
-                out[idx] = r
-    return [bool(r) for r in out]
+    return check_pairs(pairs, timeout=timeout, total_timeout=total_timeout).equivalent
 
 
 def is_equivalent(pred: str | None, gold: str | None, *, timeout: float = DEFAULT_TIMEOUT) -> bool:

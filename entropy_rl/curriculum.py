@@ -8,8 +8,9 @@ with one optimizer state:
 
 * stages: the prompts with a score, sorted ascending by (score, row index), split into
   ``num_stages`` equal-count quantile stages (sizes differ by at most one, earlier stages
-  take the extra rows); rows without a score join the last or first stage
-  (``missing_policy``) or raise ``ValueError`` naming the row (default);
+  take the extra rows); rows without a score (None / NaN) join the last or first stage
+  (``missing_policy``) or raise ``ValueError`` naming the row (default); a negative,
+  infinite or non-numeric score always raises ``ValueError`` naming the row;
 * one sampler epoch = stage 0 repeated ``stage_epochs`` times, then stage 1 repeated
   ``stage_epochs`` times, ... (``__len__ = num_rows * stage_epochs``); each repetition is
   a fresh within-stage shuffle (``shuffle_within_stage``, else ascending score). SENT's
@@ -149,13 +150,26 @@ def _walk(value: Any, parts: Sequence[str]) -> Any:
 
 
 def _as_float(value: Any, row: int, key: str) -> float:
-    """float(value); NaN for None/NaN (missing); ValueError naming the row otherwise."""
+    """float(value); NaN for None/NaN (missing); ValueError naming the row otherwise.
+
+    H_SE = −Σ_c p(c) log p(c) is finite and ≥ 0: a negative or infinite score is corrupt
+    data (a wrong column, a sign error), not a difficulty, and would put its row first/last.
+    """
     if value is None:
         return math.nan
+    if isinstance(value, bool):
+        raise ValueError(f"curriculum: row {row} has a non-numeric {key!r} value {value!r}")
     try:
-        return float(value)
+        f = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"curriculum: row {row} has a non-numeric {key!r} value {value!r}") from None
+    _check_entropy(f, row, key)
+    return f
+
+
+def _check_entropy(f: float, row: int, key: str) -> None:
+    if f < 0 or f == math.inf:
+        raise ValueError(f"curriculum: row {row} has {key!r} = {f!r}; a semantic entropy is finite and >= 0")
 
 
 def sampler_state_from_dataloader_state(state: Mapping) -> dict | None:
@@ -329,7 +343,8 @@ class SemanticEntropyCurriculumSampler(Sampler[int]):
         """Store fresh per-prompt scores; re-assign the prompts not yet yielded this epoch.
 
         ``indices`` are dataset rows; values are tensors / arrays / lists of the same length
-        (e.g. EMAs the trainer keeps). NaN values are ignored (the old score stays).
+        (e.g. EMAs the trainer keeps). NaN values are ignored (the old score stays); a
+        negative or infinite semantic entropy raises ``ValueError`` naming the row.
         ``accuracy`` is stored (``self.accuracy``) but does not affect the order.
 
         With y indices yielded and the current stage c: the prompts not yet yielded this
@@ -342,18 +357,23 @@ class SemanticEntropyCurriculumSampler(Sampler[int]):
         for i in idx:
             if not 0 <= i < self.num_rows:
                 raise IndexError(f"curriculum.update: index {i} out of range [0, {self.num_rows})")
+        vals = None
+        if semantic_entropy is not None:
+            vals = torch.as_tensor(semantic_entropy, dtype=torch.float64).detach().cpu().flatten().tolist()
+            for i, v in zip(idx, vals):  # checked before anything is stored: a bad update changes nothing
+                _check_entropy(v, i, "semantic_entropy")
         if accuracy is not None:
             self._store(self.accuracy, idx, accuracy, "accuracy")
-        if semantic_entropy is None:
+        if vals is None:
             return
-        changed = self._store(self.scores, idx, semantic_entropy, "semantic_entropy")
+        changed = self._store(self.scores, idx, vals, "semantic_entropy")
         self.num_updates += 1
         if changed and self._yielded < len(self._order):
             self._reassign_remaining()
 
     @staticmethod
     def _store(target: torch.Tensor, idx: list[int], values: Any, name: str) -> bool:
-        vals = torch.as_tensor(values).detach().cpu().to(torch.float64).flatten().tolist()
+        vals = torch.as_tensor(values, dtype=torch.float64).detach().cpu().flatten().tolist()
         if len(vals) != len(idx):
             raise ValueError(f"curriculum.update: {len(idx)} indices but {len(vals)} {name} values")
         changed = False

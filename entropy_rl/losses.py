@@ -37,6 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 from verl.trainer.ppo.core_algos import agg_loss, kl_penalty
@@ -47,6 +48,9 @@ TOKEN_LOW = 1  # in T_low, neither extreme of Cov: β_low in `paper` mode, 0 in 
 TOKEN_LOW_COV = 2  # bottom `cov_fraction` of T_low by Cov (`release` mode: β_low)
 TOKEN_HIGH_COV = 3  # top `cov_fraction` of T_low by Cov: β_high
 TOKEN_SETS = (TOKEN_OUTSIDE, TOKEN_LOW, TOKEN_LOW_COV, TOKEN_HIGH_COV)
+
+# Metric of :func:`compute_policy_loss`: NaN / ±inf values among its tensor inputs.
+NONFINITE_METRIC = "actor/entropy_rl/nonfinite_inputs"
 
 KLKind = Literal["abs", "k1", "low_var_kl", "k2", "k3", "mse", "kl"]
 
@@ -88,6 +92,8 @@ class SentKLConfig:
             raise ValueError(f"SentKLConfig.cov_fraction must be in [0, 1], got {self.cov_fraction}")
         if self.beta_high < 0 or self.beta_low < 0:
             raise ValueError(f"SentKLConfig: β_high, β_low must be >= 0, got {self.beta_high}, {self.beta_low}")
+        if self.tau_h is not None and math.isnan(self.tau_h):
+            raise ValueError("SentKLConfig.tau_h (τ_H) must be a number or None, got nan")
         if self.min_selected < 0:
             raise ValueError(f"SentKLConfig.min_selected must be >= 0, got {self.min_selected}")
 
@@ -179,6 +185,19 @@ def _smallest_k(x: torch.Tensor, keep: torch.Tensor, k: torch.Tensor) -> torch.T
     return keep & (key <= kth) & (k > 0)
 
 
+def _f32_above(x: float) -> float:
+    """The smallest float32 ≥ x: for float32 h, ``h < x`` ⟺ ``h < _f32_above(x)``.
+
+    ``h < x`` with a float32 tensor rounds the Python float x to the *nearest* float32, which
+    would put a token with H_t just below τ_H on the wrong side when τ_H itself is not a float32.
+    """
+    with np.errstate(over="ignore"):  # |x| > float32 max rounds to ±inf, then steps back
+        f = np.float32(x)
+    if float(f) < x:  # compared in float64 (NumPy 2 would compare a Python float as float32)
+        f = np.nextafter(f, np.float32(np.inf))
+    return float(f)
+
+
 def _count_fraction(n: torch.Tensor, fraction: float, minimum: int) -> torch.Tensor:
     """⌊fraction·n⌋, at least ``minimum``, at most n — as a 0-d int64 tensor."""
     k = torch.floor(n.to(torch.float64) * fraction).to(torch.int64)
@@ -208,7 +227,9 @@ def select_tokens(
     Every set is exactly "the first n of a stable sort" (ties by position, i.e. the
     float64 reference in the tests), computed without sorting: T_low by radix select,
     the covariance sets by a ``topk`` bounded by the shape (k ≤ max(min_selected,
-    ⌊cov_fraction·numel⌋)).
+    ⌊cov_fraction·numel⌋)). Inputs of any float dtype are compared as float32 (exact for
+    bf16/fp16, so a bf16 batch selects what its float32 copy selects). Padding values,
+    whatever they are (NaN included), never change the result.
     """
     shape = entropy.shape
     h = entropy.detach().reshape(-1).float()
@@ -221,12 +242,13 @@ def select_tokens(
         n_low = _count_fraction(n_valid, cfg.low_entropy_fraction, minimum=1)
         low = _smallest_k(h, valid, n_low)
     else:
-        low = valid & (h < cfg.tau_h)
+        low = valid & (h < _f32_above(cfg.tau_h))
         n_low = low.sum()
 
-    lowf = low.float()
+    # Means over T_low by `where`, not `* low`: 0·NaN = NaN, so a non-finite value outside
+    # T_low (padding included) would otherwise poison every token's Cov.
     denom = torch.clamp(n_low, min=1).float()
-    cov = (logp - (logp * lowf).sum() / denom) * (adv - (adv * lowf).sum() / denom)
+    cov = (logp - torch.where(low, logp, 0.0).sum() / denom) * (adv - torch.where(low, adv, 0.0).sum() / denom)
 
     k = _count_fraction(n_low, cfg.cov_fraction, minimum=cfg.min_selected)
     k_max = max(cfg.min_selected, math.floor(h.numel() * cfg.cov_fraction)) + 1
@@ -331,13 +353,22 @@ def compute_policy_loss(
 
     Returns:
         ``(loss, metrics)``; every metric is a 0-d tensor (veRL syncs them once).
+        ``NONFINITE_METRIC`` counts the tensor inputs this call reads that hold a NaN or ±inf
+        anywhere (padding included: there a non-finite value leaves the loss finite but can
+        make the gradient NaN), so a bad micro-batch shows in the logs without a host sync
+        here; the driver rejects such batches before the update, naming field, row and token
+        (:func:`recipe.sent.hooks.check_finite`).
+
+    A micro-batch with no valid token gives loss 0, finite metrics and a zero gradient: the
+    local token / sequence counts veRL would divide by are taken as at least 1.
     """
-    gbi = global_batch_info or {}
     # A bool loss mask, as veRL's own ppo_loss passes (agg_loss then converts nothing);
     # metrics reuse one float mask and one token count.
     valid = response_mask if response_mask.dtype == torch.bool else _valid(response_mask)
     mask = valid.to(log_prob.dtype)
     n_valid = torch.clamp(mask.sum(), min=1.0)
+    row_count = mask.sum(-1)
+    gbi = _safe_counts(global_batch_info or {}, n_valid, row_count, loss_agg_mode)
 
     # Clipped surrogate (with veRL's dual clip), or −A·ratio as in the release.
     diff = log_prob - old_log_prob
@@ -404,14 +435,47 @@ def compute_policy_loss(
 
     loss = agg(loss_mat)
     with torch.no_grad():
+        # Inputs holding a NaN / ±inf: a tensor's sum is non-finite iff one of its values is
+        # (or the sum overflows, |Σ| > 3.4e38, itself a broken batch). One reduction per
+        # input: ~1% of the loss on CPU, where an isfinite count costs ~25%.
+        inputs = [old_log_prob, log_prob, advantages, rollout_is_weights]
+        if token_set is not None and cfg.kl != "abs":
+            inputs.append(ref_log_prob)
+        if entropy_coef is not None:
+            inputs += [entropy, entropy_coef]
+        sums = [x.sum().float() for x in inputs if isinstance(x, torch.Tensor) and x.is_floating_point()]
+        metrics[NONFINITE_METRIC] = (~torch.isfinite(torch.stack(sums))).sum().float()
         # the surrogate's aggregate is the rest (agg_loss is linear; the bonus enters negated)
         pg_loss = loss.detach()
-        row_count = mask.sum(-1)
         for name, (term, sign) in terms.items():
             metrics[name] = _agg_from_rows((term * mask).sum(-1), row_count, loss_agg_mode, mask.shape[-1], gbi)
             pg_loss = pg_loss - sign * metrics[name]
         metrics["actor/pg_loss"] = pg_loss
     return loss, metrics
+
+
+def _at_least_one(n: torch.Tensor | int | float) -> torch.Tensor | int | float:
+    return torch.clamp(n, min=1) if isinstance(n, torch.Tensor) else max(n, 1)
+
+
+def _safe_counts(gbi: dict, n_valid: torch.Tensor, row_count: torch.Tensor, loss_agg_mode: str) -> dict:
+    """``global_batch_info`` whose token / sequence counts are never 0 (0/0 would be a NaN loss).
+
+    On one rank the local counts fill in what the caller left out (``agg_loss`` would use them
+    unclamped); with ``dp_size > 1`` a missing count stays missing, so veRL's own error for it
+    still fires. Non-zero counts are unchanged, so the loss equals ``agg_loss`` whenever a
+    micro-batch has a valid token.
+    """
+    out = dict(gbi)
+    for key in ("batch_num_tokens", "global_batch_size"):
+        if out.get(key) is not None:
+            out[key] = _at_least_one(out[key])
+    if out.get("dp_size", 1) == 1:
+        if out.get("batch_num_tokens") is None and loss_agg_mode == "token-mean":
+            out["batch_num_tokens"] = n_valid
+        if out.get("global_batch_size") is None and loss_agg_mode.startswith("seq-mean"):
+            out["global_batch_size"] = torch.clamp((row_count > 0).sum(), min=1).to(row_count.dtype)
+    return out
 
 
 def _agg_from_rows(

@@ -21,7 +21,7 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
-from entropy_rl.answers import DEFAULT_TIMEOUT, equivalent_pairs, extract_answer
+from entropy_rl.answers import DEFAULT_TIMEOUT, check_pairs, extract_answer
 
 __all__ = ["compute_score", "gold_answers"]
 
@@ -85,17 +85,25 @@ def compute_score(
 
     The final answer is the last ``\\boxed{}`` (or ``Answer:`` line) of
     ``solution_str``; it is correct if it is equivalent to any gold answer
-    (:func:`entropy_rl.answers.is_equivalent`, each check bounded by ``timeout``
-    seconds; a ``timeout`` in ``reward_kwargs`` reaches it). No extractable answer
-    scores 0. ``data_source`` and ``extra_info`` are accepted and unused: one rule for
-    every math data set.
+    (:func:`entropy_rl.answers.check_pairs`). ``timeout`` seconds (a ``timeout`` in
+    ``reward_kwargs`` reaches it) bound each check *and* all checks of this sample
+    together, so one sample costs at most ``timeout`` however many gold answers it has.
+    No extractable answer scores 0. ``data_source`` and ``extra_info`` are accepted and
+    unused: one rule for every math data set.
 
-    Returns ``{"score": 1.0 | 0.0, "acc": bool, "pred": str}`` (``pred`` is "" when
-    nothing was extracted).
+    Returns ``{"score": 1.0 | 0.0, "acc": bool, "pred": str, "verify_timeouts": int}``
+    (``pred`` is "" when nothing was extracted; ``verify_timeouts`` counts this sample's
+    equivalence checks that ended without a real verdict — deadline, memory bound or a
+    crashed worker — and so scored as not equivalent; the hooks log its batch sum as
+    ``reward/verify_timeouts``). The keys are the same for every sample.
     """
     pred = extract_answer(solution_str)
     golds = gold_answers(ground_truth)
     correct = False
+    timeouts = 0
     if pred is not None and golds:
-        correct = any(equivalent_pairs([(pred, g) for g in golds], timeout=timeout))
-    return {"score": 1.0 if correct else 0.0, "acc": correct, "pred": pred or ""}
+        total = timeout if len(golds) > 1 else None  # one gold: the pair's own timeout bounds it
+        checks = check_pairs([(pred, g) for g in golds], timeout=timeout, total_timeout=total)
+        correct = any(checks.equivalent)
+        timeouts = sum(checks.timed_out)
+    return {"score": 1.0 if correct else 0.0, "acc": correct, "pred": pred or "", "verify_timeouts": timeouts}

@@ -25,6 +25,9 @@ def cluster_answers(
     answers: Sequence[str | None],
     equivalent: Callable[[str, str], bool] | None = None,
     normalize: Callable[[str], str] | None = None,
+    *,
+    timeout: float | None = None,
+    total_timeout: float | None = None,
 ) -> list[int]:
     """Meaning-class id of every answer: 0..K−1 in order of first appearance.
 
@@ -47,6 +50,11 @@ def cluster_answers(
             :func:`entropy_rl.answers.equivalent_pairs` call).
         normalize: cheap canonical form; equal forms are equivalent without a check
             (default: :func:`entropy_rl.answers.normalize_answer`).
+        timeout: seconds per check of the default checker (default
+            :data:`entropy_rl.answers.DEFAULT_TIMEOUT`); an overrun means "not equivalent".
+            A hostile answer costs it once per call, not once per pair it is in.
+        total_timeout: seconds for all checks of the default checker together (default:
+            unbounded); pairs not reached in time count as not equivalent.
     """
     batched = equivalent is None
     if equivalent is None or normalize is None:
@@ -71,10 +79,11 @@ def cluster_answers(
         # Default checker: every distinct pair in one `equivalent_pairs` call (one worker
         # round-trip per prompt, not one per pair; ~5x faster on 16 samples, bench_answers.py).
         # The classes are the same: union-find of the same verdicts.
-        from entropy_rl.answers import equivalent_pairs
+        from entropy_rl.answers import DEFAULT_TIMEOUT, equivalent_pairs
 
         pairs = [(raw[i], raw[j]) for i in range(len(raw)) for j in range(i + 1, len(raw))]
-        verdict = dict(zip(pairs, equivalent_pairs(pairs)))
+        t = DEFAULT_TIMEOUT if timeout is None else timeout
+        verdict = dict(zip(pairs, equivalent_pairs(pairs, timeout=t, total_timeout=total_timeout)))
 
         def equivalent(a: str, b: str) -> bool:
             return verdict[(a, b)]

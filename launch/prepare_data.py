@@ -32,10 +32,17 @@ All files share one Arrow schema (:data:`SCHEMA`), so veRL can concatenate sever
   which our boxed instruction replaces); the first occurrence is kept and the number
   dropped is printed, as is the number of duplicates whose gold disagreed with the kept
   row. Evaluation sets are never de-duplicated (benchmarks keep their official size).
-- Every row is validated; a bad row raises :class:`DataError` naming dataset, source,
-  row (0-based) and field. ``--skip-invalid`` instead writes such rows, with the reason,
-  to ``<out>/<name>/rejected.jsonl`` and prints how many. A column missing from the whole
+- Every row is validated: a problem must be a non-empty string (or chat list), a gold a
+  non-empty string, a finite number (normalised to a string here, explicitly) or a list of
+  those; None, NaN, inf, bools, dicts and other types are rejected. A bad row raises
+  :class:`DataError` naming dataset, source file, row (0-based) and field.
+  ``--skip-invalid`` instead writes each such row to ``<out>/<name>/rejected.jsonl``
+  (dataset, file, row, field, reason, the record) and prints the count per field and
+  every skipped row (the first 50; the file has all). A column missing from the whole
   source is a mapping error and always fatal.
+- ``extra_info.index`` is assigned here (0..n-1), so it is unique by construction; the
+  training side checks it again (``recipe.sent.scoring.check_rows``) for files from
+  elsewhere.
 - Existing outputs are kept unless ``--force``; files are written to a temporary name
   and moved into place with ``os.replace`` (never a half-written parquet).
 """
@@ -204,6 +211,7 @@ SCHEMA = pa.schema(
 )
 
 SOURCE_SUFFIXES = (".parquet", ".jsonl", ".json")
+_PRINT_REJECTED = 50  # --skip-invalid prints this many skipped rows; rejected.jsonl has all
 _MISSING = object()
 
 
@@ -309,7 +317,7 @@ def normalize_gold(value: Any, name: str = "answer") -> str:
     if isinstance(value, numbers.Real):
         f = float(value)
         if not math.isfinite(f):
-            raise _RowError(name, f"is empty ({f!r})")
+            raise _RowError(name, f"is not a finite number ({f!r})")
         return str(int(f)) if f.is_integer() else repr(f)
     if isinstance(value, (list, tuple)):
         if not value:
@@ -418,9 +426,8 @@ def convert_rows(
             msg = f"{name} ({origin}) row {i}: {e.describe()}"
             if not skip_invalid:
                 raise DataError(msg) from None
-            stats.rejected.append(
-                {"row": i, "field": e.field, "reason": e.describe(), "error": msg, "record": _json_safe(row)}
-            )
+            stats.rejected.append({"dataset": name, "file": origin, "row": i, "field": e.field,
+                                   "reason": e.describe(), "error": msg, "record": _json_safe(row)})
             continue
         if spec.dedupe:
             if problem in seen:
@@ -619,9 +626,16 @@ def prepare_dataset(
     if stats.rejected:
         _write_jsonl(rejected_path, stats.rejected)
         result.rejected_path = rejected_path
-        print(f"[{name}] REJECTED {len(stats.rejected)} invalid rows -> {rejected_path}")
-        for r in stats.rejected[:3]:
-            print(f"[{name}]   {r['error']}")
+        by_field: dict[str, int] = {}
+        for r in stats.rejected:
+            label = f"field '{r['field']}'" if r["field"] else "unparsed record"
+            by_field[label] = by_field.get(label, 0) + 1
+        counts = ", ".join(f"{k}: {v}" for k, v in by_field.items())
+        print(f"[{name}] REJECTED {len(stats.rejected)} invalid rows ({counts}) -> {rejected_path}")
+        for r in stats.rejected[:_PRINT_REJECTED]:
+            print(f"[{name}]   skipped {r['error']}")
+        if len(stats.rejected) > _PRINT_REJECTED:
+            print(f"[{name}]   ... {len(stats.rejected) - _PRINT_REJECTED} more, all in {rejected_path}")
     else:
         rejected_path.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
     if stats.duplicates:

@@ -34,3 +34,13 @@ def read_steps(path: Path) -> dict[int, dict]:
             rec = json.loads(line)
             steps.setdefault(rec["step"], {}).update(rec["data"])
     return steps
+
+
+def pytest_addoption(parser):
+    parser.addoption("--soak", action="store_true", help="also run the long soak variants (= ENTROPY_RL_SOAK=1)")
+
+
+def pytest_configure(config):
+    # before collection, so the soak tests' skipif (and hypothesis profiles) see it
+    if config.getoption("--soak"):
+        os.environ["ENTROPY_RL_SOAK"] = "1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,6 +127,41 @@ def test_rejects_bad_inputs():
         AERConfig(rho=1.5)
     with pytest.raises(ValueError, match="alpha_init"):
         AERConfig(alpha_init=0.5, alpha_max=0.1)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), -0.1, torch.tensor(float("nan")),
+                                 np.float64("nan"), torch.ones(2), "0.5x", None], ids=repr)
+def test_step_rejects_bad_entropy_and_keeps_state(bad):
+    """A non-finite (or negative, or not-a-number) H_t raises, names the step, and leaves α_t,
+    H₀, H̄_t and the integral exactly as they were: the run continues as if it never came."""
+    c, clean = anchored(h0=1.0, alpha_init=0.02), anchored(h0=1.0, alpha_init=0.02)
+    c.step(0.4)
+    clean.step(0.4)
+    before = copy.deepcopy(c.state_dict())
+    with pytest.raises(ValueError, match=r"step 4\): entropy"):
+        c.step(bad)
+    assert c.state_dict() == before
+    for h in (0.3, 0.5, 0.2):
+        assert c.step(h) == clean.step(h)
+
+
+def test_difficulty_weights_edge_cases():
+    cfgs = [AERConfig(), AERConfig(normalize_weights=False), AERConfig(allocation="threshold"),
+            AERConfig(allocation="none")]
+    for cfg in cfgs:
+        for acc in (torch.zeros(6), torch.ones(6), torch.tensor([0.5]), torch.tensor([0.9, 0.95, 1.0]), torch.zeros(0)):
+            w = difficulty_weights(acc, cfg)
+            assert w.shape == acc.shape and torch.all(torch.isfinite(w)) and torch.all(w >= 0)
+            if cfg.normalize_weights and w.numel() and w.sum() > 0:
+                assert w.mean().item() == pytest.approx(1.0)
+    # hard-only allocation with no hard prompt: no bonus at all (not 0/0)
+    assert torch.all(difficulty_weights(torch.tensor([0.9, 1.0]), AERConfig(allocation="threshold")) == 0)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"accuracy\[2\] = (nan|inf) is not finite \(1 of 4"):
+            difficulty_weights(torch.tensor([0.0, 0.5, bad, 1.0]), AERConfig())
+    c = AERController(AERConfig(alpha_init=0.05))
+    coef = c.token_coefficients(torch.tensor([0.0, 1.0]), torch.zeros(2, 3))  # no valid token
+    assert torch.all(coef == 0)
 
 
 def test_closed_loop_holds_entropy_near_target():

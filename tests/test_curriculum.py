@@ -243,7 +243,7 @@ def test_update_with_stage_repetitions_keeps_once_per_repetition():
         s = sampler_for(scores, num_stages=2, stage_epochs=2)
         it = iter(s)
         head = [next(it) for _ in range(k)]
-        s.update(range(n), semantic_entropy=[-v for v in scores])
+        s.update(range(n), semantic_entropy=[1.0 - v for v in scores])  # reversed, still >= 0
         order = head + list(it)
         assert Counter(order) == {i: 2 for i in range(n)}
         for st, block in enumerate(stage_blocks(s, order)):
@@ -404,3 +404,33 @@ def test_state_dict_is_a_snapshot_and_safe_to_load():
     assert list(t) == snap["order"].tolist()[3:]
     with pytest.raises(ValueError, match="num_rows"):
         sampler_for(make_scores(13)).load_state_dict(snap)
+
+
+# ---------------------------------------------------------------- corrupt scores
+def test_negative_infinite_or_bool_scores_are_refused_naming_the_row():
+    for bad, shown in ((-0.5, "-0.5"), (math.inf, "inf"), (-math.inf, "-inf")):
+        scores = make_scores(10)
+        scores[4] = bad
+        for policy in ("error", "last_stage"):  # not "missing": refused under every policy
+            with pytest.raises(ValueError, match=rf"row 4 has 'semantic_entropy' = {shown}; a semantic entropy is finite and >= 0"):
+                sampler_for(scores, missing_policy=policy)
+    with pytest.raises(ValueError, match="row 1 has a non-numeric 'semantic_entropy' value True"):
+        SemanticEntropyCurriculumSampler([{"semantic_entropy": 1.0}, {"semantic_entropy": True}], {})
+    assert list(sampler_for([0.0, -0.0, 1.0], shuffle_within_stage=False)) == [0, 1, 2]  # zero is a valid H_SE
+
+
+def test_update_with_a_corrupt_score_changes_nothing():
+    s = sampler_for(make_scores(12, ties=False), num_stages=3)
+    it = iter(s)
+    [next(it) for _ in range(3)]
+    before = s.state_dict()
+    for bad in (-1e-9, math.inf):
+        with pytest.raises(ValueError, match=rf"row 7 has 'semantic_entropy' = {bad!r}"):
+            s.update([5, 7], semantic_entropy=[0.3, bad], accuracy=[0.5, 0.5])
+        after = s.state_dict()
+        for k in ("order", "stage", "scores", "accuracy"):
+            assert torch.equal(after[k].nan_to_num(-1), before[k].nan_to_num(-1)), k
+        assert after["num_updates"] == before["num_updates"]
+    s.update([5, 7], semantic_entropy=[0.1234567890123456789, math.nan])  # NaN: keep the old score
+    assert s.scores[5].item() == 0.1234567890123456789  # stored in float64, not rounded via float32
+    assert s.scores[7].item() == before["scores"][7].item()

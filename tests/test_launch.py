@@ -203,3 +203,26 @@ def test_failure_message_names_the_last_complete_checkpoint(tmp_path):
     msg = explain_failure(cfg, err, node_death_wait_s=0)
     assert f"last complete checkpoint: {tmp_path / 'ckpt' / 'global_step_7'}" in msg
     assert "submit the same command" in msg
+
+
+def test_metrics_file_keeps_history_across_a_resume(tmp_path, monkeypatch):
+    """veRL's file logger truncates its file on open; ours keeps the steps before the resume."""
+    from recipe.sent.adapter import ResumableFileLogger
+
+    path = tmp_path / "m.jsonl"
+    monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(path))
+    first = [json.dumps({"step": s, "data": {"x": s}}) for s in range(1, 6)]
+    path.write_text("\n".join(first) + '\n{"step": 6, "da')  # died mid-write at step 6
+    log = ResumableFileLogger("p", "e")  # resumed from the step-3 checkpoint: logs step 4 next
+    log.log({"x": 40}, 4)
+    log.finish()
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(r["step"], r["data"]["x"]) for r in recs] == [(1, 1), (2, 2), (3, 3), (4, 40)]
+    # a fresh run into the same file: the old records move aside, nothing is erased
+    log = ResumableFileLogger("p", "e")
+    log.log({"x": 0}, 1)
+    log.finish()
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1]
+    (aside,) = [p for p in tmp_path.iterdir() if p.name != "m.jsonl"]
+    assert aside.name.startswith("m.") and aside.suffix == ".jsonl"
+    assert [json.loads(line)["step"] for line in aside.read_text().splitlines()] == [1, 2, 3, 4]

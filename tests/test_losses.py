@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from entropy_rl.losses import (
+    NONFINITE_METRIC,
     TOKEN_HIGH_COV,
     TOKEN_LOW,
     TOKEN_LOW_COV,
@@ -23,6 +24,14 @@ from entropy_rl.losses import (
 # ---------------------------------------------------------------- independent reference
 def ref_sets(entropy, logp, adv, mask, cfg):
     """Per-token set ids by sorting Python lists (no tensor tricks)."""
+    return ref_detail(entropy, logp, adv, mask, cfg)[0]
+
+
+def ref_detail(entropy, logp, adv, mask, cfg, cov_of=None):
+    """:func:`ref_sets`, plus T_low (as (b, t) pairs), Cov per T_low token and k.
+
+    ``cov_of(low)``: Cov per T_low token from elsewhere (e.g. float32), instead of float64.
+    """
     B, T = len(entropy), len(entropy[0])
     valid = [(b, t) for b in range(B) for t in range(T) if mask[b][t]]
     if cfg.tau_h is None:
@@ -32,12 +41,14 @@ def ref_sets(entropy, logp, adv, mask, cfg):
         low = [bt for bt in valid if entropy[bt[0]][bt[1]] < cfg.tau_h]
     out = [[TOKEN_OUTSIDE] * T for _ in range(B)]
     if not low:
-        return out
+        return out, low, {}, 0
     for b, t in low:
         out[b][t] = TOKEN_LOW
     mlp = sum(logp[b][t] for b, t in low) / len(low)
     madv = sum(adv[b][t] for b, t in low) / len(low)
     cov = {bt: (logp[bt[0]][bt[1]] - mlp) * (adv[bt[0]][bt[1]] - madv) for bt in low}
+    if cov_of is not None:
+        cov = cov_of(low)
     k = min(max(cfg.min_selected, math.floor(len(low) * cfg.cov_fraction)), len(low))
     flat = lambda bt: bt[0] * T + bt[1]  # noqa: E731
     high = sorted(low, key=lambda bt: (-cov[bt], flat(bt)))[:k]
@@ -46,7 +57,7 @@ def ref_sets(entropy, logp, adv, mask, cfg):
             out[b][t] = TOKEN_LOW_COV
     for b, t in high:
         out[b][t] = TOKEN_HIGH_COV
-    return out
+    return out, low, cov, k
 
 
 def ref_loss(old, logp, adv, mask, sets, cfg, ent=None, ecoef=None, ref=None, eps=0.2, c=3.0):
@@ -276,6 +287,7 @@ def test_runs_on_meta_tensors(cfg, mask_dtype):
     )
     assert loss.device.type == "meta"
     assert all(v.device.type == "meta" for v in metrics.values())
+    assert metrics[NONFINITE_METRIC].device.type == "meta"  # the non-finite count needs no sync either
 
 
 def test_meta_would_catch_a_sync():

@@ -8,6 +8,8 @@ that name dataset/row/field, --skip-invalid, atomic skip/force, the Hub code pat
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -407,3 +409,209 @@ def test_main_in_process(src, tmp_path, capsys):
                      "--limit", "3", "--no-progress"])
     assert rc == 0 and len(read(out / "dapo_math_17k" / "train.parquet")) == 3
     assert "--limit 3" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ bad values, named
+def test_bad_value_types_are_named(src, tmp_path):
+    """Numbers in a gold are normalised to strings; NaN / inf / dict / bool / None are refused,
+    each error naming dataset, file, row and field."""
+    amc = [dict(r) for r in AMC23]
+    amc[1]["answer"] = float("nan")  # a float column with a hole, as parquet gives it
+    write_parquet(src / "amc23.parquet", amc)
+    with pytest.raises(DataError, match=r"^amc23 \(.*amc23\.parquet\) row 1: field 'answer' is not a finite number \(nan\)$"):
+        run(src, tmp_path / "out", "amc23")
+    cases = [  # (row edit, expected message tail)
+        ({"answer": {"value": 5}}, "field 'answer' must be a string, number or list, got dict"),
+        ({"answer": float("inf")}, "field 'answer' is not a finite number (inf)"),
+        ({"answer": False}, "field 'answer' must be a string or number, got bool False"),
+        ({"answer": ["1", None]}, "field 'answer' is missing (null)"),
+        ({"problem": 17}, "field 'problem' must be a string, got int"),
+        ({"problem": None}, "field 'problem' is missing (null)"),
+    ]
+    for edit, tail in cases:
+        rows = [dict(r) for r in MATH500]
+        rows[2].update(edit)
+        (src / "math500.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # inf -> Infinity
+        with pytest.raises(DataError) as e:
+            run(src, tmp_path / "out", "math500")
+        assert str(e.value) == f"math500 ({src / 'math500.jsonl'}) row 2: {tail}", edit
+    rows = [dict(r) for r in MATH500]
+    rows[1]["answer"] = 12
+    rows[3]["answer"] = 0.25
+    write_jsonl(src / "math500.jsonl", rows)
+    run(src, tmp_path / "num", "math500")
+    gts = [x["reward_model"]["ground_truth"] for x in read(tmp_path / "num" / "math500" / "test.parquet")]
+    assert gts[1] == "12" and gts[3] == "0.25" and all(isinstance(g, str) for g in gts)
+
+
+def test_skip_invalid_reports_every_skipped_row(src, tmp_path, capsys):
+    rows = [dict(r) for r in MATH500 + MATH500]  # 8 rows
+    bad = {1: ("answer", {"a": 1}), 4: ("problem", ""), 6: ("answer", float("nan"))}
+    for i, (f, v) in bad.items():
+        rows[i][f] = v
+    write_jsonl(src / "math500.jsonl", rows)  # JSON lines hold a dict / NaN where parquet could not
+    out = tmp_path / "out"
+    (r,) = run(src, out, "math500", skip_invalid=True)
+    assert (r.rows, r.rejected) == (5, 3)
+    printed = capsys.readouterr().out
+    origin = str(src / "math500.jsonl")
+    assert "REJECTED 3 invalid rows (field 'answer': 2, field 'problem': 1)" in printed
+    rej = [json.loads(line) for line in (out / "math500" / "rejected.jsonl").read_text().splitlines()]
+    assert [(x["dataset"], x["file"], x["row"], x["field"]) for x in rej] == [
+        ("math500", origin, 1, "answer"), ("math500", origin, 4, "problem"), ("math500", origin, 6, "answer")]
+    assert [x["reason"] for x in rej] == ["field 'answer' must be a string, number or list, got dict",
+                                          "field 'problem' is empty", "field 'answer' is not a finite number (nan)"]
+    for x in rej:  # every skipped row is printed with its file, row, field and reason
+        assert f"skipped math500 ({origin}) row {x['row']}: {x['reason']}" in printed
+    written = read(out / "math500" / "test.parquet")
+    assert [x["extra_info"]["index"] for x in written] == list(range(5))  # indices stay dense and unique
+
+
+# ------------------------------------------------------------------ training side: rows and score cache
+def _loader(tmp_path, train_files, model="model-a"):
+    """An EntropyRLTrainer with only what its data path reads (no Ray, no workers)."""
+    from omegaconf import OmegaConf
+
+    from recipe.sent.adapter import EntropyRLTrainer
+
+    cfg = OmegaConf.create({
+        "data": {"train_files": train_files},
+        "actor_rollout_ref": {"model": {"path": model}},
+        "entropy_rl": {"scoring": {"enable": False, "n_samples": 4, "temperature": 1.0, "top_p": 1.0,
+                                   "max_response_length": 64, "seed": 1, "cache_dir": str(tmp_path / "cache")}},
+    })
+    trainer = object.__new__(EntropyRLTrainer)
+    trainer.config, trainer.rl = cfg, cfg.entropy_rl
+    return trainer
+
+
+def _score_table(indices, se=None):
+    import pandas as pd
+
+    n = len(indices)
+    se = [0.1 * i for i in range(n)] if se is None else se
+    return pd.DataFrame({"row": range(n), "index": indices, "semantic_entropy": se, "pass_rate": [0.5] * n,
+                         "n_classes": [2.0] * n, "no_answer_frac": [0.0] * n})
+
+
+def test_training_rows_checked_with_file_row_field(src, tmp_path):
+    from recipe.sent.scoring import check_rows
+
+    out = tmp_path / "out"
+    run(src, out, "dapo_math_17k,math500")
+    good = read(out / "dapo_math_17k" / "train.parquet")
+    assert check_rows(good) == {0: 0, 1: 1, 2: 2, 3: 3}
+    ok = [dict(good[0], reward_model={"style": "rule", "ground_truth": g}, extra_info={"index": i})
+          for i, g in enumerate([5, 2.5, ["1", 2], "x"])]  # numbers: gold_answers reads them
+    assert list(check_rows(ok)) == [0, 1, 2, 3]
+    bad_cases = [
+        ({"prompt": None}, "field 'prompt' is missing"),
+        ({"prompt": []}, "field 'prompt' is an empty list of messages"),
+        ({"prompt": [{"role": "user", "content": "  "}]}, "field 'prompt' has only empty messages"),
+        ({"prompt": [{"role": "user", "content": 3}]}, "field 'prompt' message 0 has no string 'content'"),
+        ({"prompt": {"text": "hi"}}, "field 'prompt' must be a string or a list of chat messages, got dict"),
+        ({"reward_model": {"style": "rule"}}, "field 'reward_model.ground_truth' is missing"),
+        ({"reward_model": None}, "field 'reward_model.ground_truth' is missing"),
+        ({"reward_model": {"ground_truth": " "}}, "field 'reward_model.ground_truth' is empty"),
+        ({"reward_model": {"ground_truth": float("nan")}}, "field 'reward_model.ground_truth' is not a finite number (nan)"),
+        ({"reward_model": {"ground_truth": {"v": 1}}},
+         "field 'reward_model.ground_truth' must be a string, number or list of them, got dict"),
+        ({"reward_model": {"ground_truth": True}}, "field 'reward_model.ground_truth' must be a string or number, got bool"),
+        ({"reward_model": {"ground_truth": ["1", None]}}, "field 'reward_model.ground_truth' item 1 is missing"),
+        ({"extra_info": {}}, "field 'extra_info.index' is missing"),
+        ({"extra_info": {"index": 0.5}}, "field 'extra_info.index' must be an int or string, got float"),
+        ({"extra_info": {"index": 0}}, "field 'extra_info.index' = 0 repeats f.parquet row 0"),
+    ]
+    for edit, msg in bad_cases:
+        rows = [dict(r) for r in good]
+        rows[2] = dict(good[2], **edit)
+        with pytest.raises(ValueError) as e:
+            check_rows(rows, lambda r: f"f.parquet row {r}")
+        assert f"f.parquet row 2: {msg}" in str(e.value), (edit, str(e.value))
+        assert str(e.value).startswith("1 bad training row field(s):")
+
+    # through the trainer's loading path: the file and the row in it are named, across files
+    rows = [dict(r) for r in read(out / "math500" / "test.parquet")]
+    rows[1]["prompt"] = [{"role": "user", "content": ""}]
+    rows[3]["reward_model"] = {"style": "rule", "ground_truth": None}
+    rows[2]["extra_info"] = dict(rows[2]["extra_info"], index=100)  # repeats a row of the first file
+    second = tmp_path / "second.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), second)
+    first = tmp_path / "first.parquet"
+    pq.write_table(pa.Table.from_pylist([dict(r, extra_info=dict(r["extra_info"], index=100 + r["extra_info"]["index"]))
+                                         for r in good]), first)
+    trainer = _loader(tmp_path, [str(first), str(second)])
+    loaded = read(first) + read(second)
+    with pytest.raises(ValueError) as e:
+        trainer.semantic_entropy_table(loaded)
+    assert str(e.value).splitlines()[1:] == [
+        f"  {second} row 1: field 'prompt' has only empty messages",
+        f"  {second} row 2: field 'extra_info.index' = 100 repeats {first} row 0",
+        f"  {second} row 3: field 'reward_model.ground_truth' is missing",
+    ]
+    # rows veRL filtered out (e.g. overlong prompts): the dataset position is named instead
+    assert "row 1 after veRL's filtering" in trainer.train_row_names(3)(1)
+
+
+def test_score_cache_refused_unless_it_matches(src, tmp_path):
+    import pandas as pd
+
+    from recipe.sent import scoring
+
+    out = tmp_path / "out"
+    run(src, out, "dapo_math_17k")
+    path = str(out / "dapo_math_17k" / "train.parquet")
+    rows = read(path)
+    trainer = _loader(tmp_path, path, model="model-a")
+    cache = trainer.score_cache(rows)
+    with pytest.raises(FileNotFoundError, match="no cache at"):  # no cache, scoring off: nothing applied
+        trainer.semantic_entropy_table(rows)
+    cache.save(_score_table([0, 1, 2, 3]))
+    table = trainer.semantic_entropy_table(rows)
+    assert table["semantic_entropy"].tolist() == [0.0, 0.1, 0.2, 0.30000000000000004]
+
+    # a cache for another model or other prompts has another name, so it is not found ...
+    other_model = _loader(tmp_path, path, model="model-b")
+    assert other_model.score_cache(rows).path != cache.path
+    edited = [dict(r) for r in rows]
+    edited[2] = dict(edited[2], prompt=[{"role": "user", "content": "another problem"}])
+    assert trainer.score_cache(edited).path != cache.path
+    # ... and copied / renamed onto this run's name it is refused, naming what differs
+    other_model.score_cache(rows).save(_score_table([0, 1, 2, 3]))
+    os.replace(other_model.score_cache(rows).path, cache.path)
+    with pytest.raises(ValueError, match=r"it was built for key .*differing: model: cache 'model-b' vs this run 'model-a'"):
+        trainer.semantic_entropy_table(rows)
+    trainer.score_cache(edited).save(_score_table([0, 1, 2, 3]))
+    os.replace(trainer.score_cache(edited).path, cache.path)
+    with pytest.raises(ValueError, match=r"differing: data: cache '[0-9a-f]{24}-4' vs this run '[0-9a-f]{24}-4'.*not applied"):
+        trainer.semantic_entropy_table(rows)
+    t = _loader(tmp_path, path)
+    t.rl.scoring.temperature = 0.6
+    t.score_cache(rows).save(_score_table([0, 1, 2, 3]))
+    os.replace(t.score_cache(rows).path, cache.path)
+    with pytest.raises(ValueError, match=r"differing: T: cache 0.6 vs this run 1.0"):
+        trainer.semantic_entropy_table(rows)
+
+    # right name and record, wrong content: rows, indices, values
+    bad_tables = [
+        (_score_table([0, 1, 2]), r"has 3 rows \(column 'row' must be 0..3\), the dataset 4"),
+        (_score_table([0, 1, 7, 3]), r"row 2: field 'index' is 7, the dataset's extra_info.index is 2"),
+        (_score_table([0, 1, 2, 3], se=[0.1, float("nan"), 0.2, 0.3]), r"row 1: field 'semantic_entropy' is nan, must be finite and >= 0"),
+        (_score_table([0, 1, 2, 3], se=[0.1, 0.2, -0.5, 0.3]), r"row 2: field 'semantic_entropy' is -0.5"),
+        (_score_table([0, 1, 2, 3], se=[0.1, 0.2, 0.3, float("inf")]), r"row 3: field 'semantic_entropy' is inf"),
+        (_score_table([0, 1, 2, 3]).assign(pass_rate=[0.5, 1.5, 0, 0]), r"row 1: field 'pass_rate' is 1.5, must be in \[0, 1\]"),
+    ]
+    for table, msg in bad_tables:
+        cache.save(table)
+        with pytest.raises(ValueError, match=f"score cache {re.escape(cache.path)}: {msg}.*; it is not applied"):
+            trainer.semantic_entropy_table(rows)
+    # a parquet without the key record (hand-made, or an older entropy-rl) is not trusted
+    _score_table([0, 1, 2, 3]).to_parquet(cache.path, index=False)
+    with pytest.raises(ValueError, match="no key record"):
+        trainer.semantic_entropy_table(rows)
+    with open(cache.path, "r+b") as f:  # half a file
+        f.truncate(100)
+    with pytest.raises(ValueError, match="unreadable"):
+        trainer.semantic_entropy_table(rows)
+    with pytest.raises(ValueError, match="needs the cache spec"):
+        scoring.ScoreCache(str(tmp_path), "k").save(pd.DataFrame())

@@ -26,12 +26,12 @@ def _call(solution, gt, **kw):
 
 def test_dict_contract():
     out = _call("reasoning... so $\\boxed{\\frac{1}{2}}$.", "0.5")
-    assert set(out) >= {"score", "acc", "pred"}
-    assert out == {"score": 1.0, "acc": True, "pred": "\\frac{1}{2}"}
+    assert set(out) >= {"score", "acc", "pred", "verify_timeouts"}
+    assert out == {"score": 1.0, "acc": True, "pred": "\\frac{1}{2}", "verify_timeouts": 0}
     assert isinstance(out["score"], float)
 
     wrong = _call("\\boxed{3}", "4")
-    assert wrong == {"score": 0.0, "acc": False, "pred": "3"}
+    assert wrong == {"score": 0.0, "acc": False, "pred": "3", "verify_timeouts": 0}
     assert isinstance(wrong["score"], float)
 
 

@@ -11,7 +11,7 @@ veRL piece                             our change
 ``RayPPOTrainer.fit``                  score prompts (rollout workers), build the curriculum
 ``RayPPOTrainer._compute_old_log_prob`` keep the batch's token entropy for the hooks
 ``RayPPOTrainer._update_actor``        run :class:`~recipe.sent.hooks.EntropyHooks`, attach fields
-``RayPPOTrainer._save/_load_checkpoint`` our state (AER, EMA tables, sampler) beside veRL's
+``RayPPOTrainer._save/_load_checkpoint`` our state (AER, EMA tables, sampler) beside veRL's, a manifest; resume skips bad checkpoints
 worker ``ppo_loss``                    :func:`entropy_rl_loss` (falls back to ``ppo_loss``)
 ====================================  ==================================================
 
@@ -20,6 +20,8 @@ A move to veRL's V1 trainer changes this module only.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import time
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import ray
 import torch
 from omegaconf import OmegaConf, open_dict
@@ -35,18 +38,77 @@ from omegaconf import OmegaConf, open_dict
 from entropy_rl.curriculum import CurriculumConfig, SemanticEntropyCurriculumSampler
 from entropy_rl.losses import SentKLConfig, compute_policy_loss, select_tokens
 from recipe.sent import scoring
-from recipe.sent.hooks import FIELD_ENTROPY_COEF, FIELD_TOKEN_SET, EntropyHooks, aer_config, sent_config
+from recipe.sent.hooks import (
+    FIELD_ENTROPY_COEF,
+    FIELD_TOKEN_SET,
+    EntropyHooks,
+    aer_config,
+    reward_check_metrics,
+    sent_config,
+)
 from verl import DataProto
 from verl.trainer.main_ppo_v0 import BaseTaskRunner
 from verl.trainer.ppo.core_algos import agg_loss, kl_penalty
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from verl.trainer.ppo.utils import create_rl_dataset, need_critic, need_reference_policy
 from verl.utils.config import omega_conf_to_dataclass, validate_config
+from verl.utils import tracking
 from verl.utils.metric import AggregationType, Metric
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import no_padding_2_padding
 
 STATE_FILE = "entropy_rl_state.pt"
+
+
+# ============================================================== metrics file
+class ResumableFileLogger(tracking.FileLogger):
+    """veRL's ``file`` logger (JSON lines, one record per step), but a resumed run keeps history.
+
+    veRL opens the file with ``"wb"``: a resumed run would erase the records of every step
+    before its checkpoint. Here the old records are read first; at the first record the run
+    logs (step s), a resumed run (s > 1) writes back the old records of steps < s (those of
+    steps ≥ s came from the attempt that died and are logged again), and a fresh run (s ≤ 1)
+    moves the old file aside to ``<name>.<time>.jsonl`` instead of erasing it. A torn last
+    line (the process died mid-write) is dropped.
+    """
+
+    def __init__(self, project_name: str, experiment_name: str) -> None:
+        path = os.getenv("VERL_FILE_LOGGER_PATH") or os.path.join(
+            os.path.expanduser(os.getenv("VERL_FILE_LOGGER_ROOT", ".")), project_name, f"{experiment_name}.jsonl")
+        try:
+            with open(path, "rb") as f:
+                self._previous = f.read()
+        except OSError:
+            self._previous = b""
+        super().__init__(project_name, experiment_name)
+        self._first = True
+
+    def log(self, data, step):
+        if self._first:
+            self._first = False
+            if self._previous:
+                self._carry_over(step)
+        super().log(data, step)
+
+    def _carry_over(self, step: int) -> None:
+        if step <= 1:
+            stem, ext = os.path.splitext(self.filepath)
+            aside = f"{stem}.{time.strftime('%Y%m%d-%H%M%S')}{ext}"
+            with open(aside, "wb") as f:
+                f.write(self._previous)
+            print(f"[entropy-rl] metrics of the previous run in this file moved to {aside}", flush=True)
+            return
+        kept = 0
+        for line in self._previous.splitlines():
+            try:
+                old_step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line
+            if old_step < step:
+                self.fp.write(line + b"\n")
+                kept += 1
+        print(f"[entropy-rl] resumed at step {step}: kept {kept} metric records of earlier steps in {self.filepath}",
+              flush=True)
 
 
 # ============================================================== placement
@@ -270,6 +332,7 @@ class EntropyRLTrainer(RayPPOTrainer):
     def fit(self):
         if self.rl.curriculum.enable:
             self.setup_curriculum()
+        tracking.FileLogger = ResumableFileLogger  # veRL's fit() builds its Tracking from this name
         return super().fit()
 
     def setup_curriculum(self) -> SemanticEntropyCurriculumSampler:
@@ -280,20 +343,32 @@ class EntropyRLTrainer(RayPPOTrainer):
         sampler = SemanticEntropyCurriculumSampler(frame, CurriculumConfig(**curriculum_kwargs(self.config)))
         self._create_dataloader(self.train_dataset, self.val_dataset, None, sampler)
         self.hooks.sampler = sampler
-        self._row_of_index = {}
-        for r, row in enumerate(rows):
-            key = (row.get("extra_info") or {}).get("index")
-            if key is None:
-                raise ValueError(f"train data row {r}: field 'extra_info.index' is missing (launch/prepare_data.py writes it)")
-            if key in self._row_of_index:
-                raise ValueError(f"train data: extra_info.index {key!r} repeats (rows {self._row_of_index[key]} and {r})")
-            self._row_of_index[key] = r
+        self._row_of_index = scoring.check_rows(rows, self.train_row_names(len(rows)))
         print(f"[entropy-rl] curriculum: {len(table)} prompts in stages of sizes {sampler.stage_sizes}")
         return sampler
 
+    def train_row_names(self, num_rows: int):
+        """``r -> "<file> row <i>"`` for the loaded training rows: per file when veRL kept
+        every row of ``data.train_files`` (in order), else the dataset position."""
+        files = self.config.data.train_files
+        files = [files] if isinstance(files, str) else list(files)
+        try:
+            counts = [pq.ParquetFile(os.path.expanduser(f)).metadata.num_rows for f in files]
+        except Exception:  # not local parquet (veRL copies remote files): name the list
+            counts = []
+        if counts and sum(counts) == num_rows:
+            starts = np.cumsum([0] + counts[:-1])
+
+            def name(r: int) -> str:
+                k = int(np.searchsorted(starts, r, side="right")) - 1
+                return f"{files[k]} row {r - int(starts[k])}"
+
+            return name
+        return lambda r: f"train data ({', '.join(files)}) row {r} after veRL's filtering"
+
     def score_cache(self, rows: list[dict]) -> scoring.ScoreCache:
         s = self.rl.scoring
-        key = scoring.cache_key(
+        spec = scoring.cache_spec(
             scoring.dataset_fingerprint(rows),
             self.config.actor_rollout_ref.model.path,
             s.n_samples,
@@ -302,13 +377,17 @@ class EntropyRLTrainer(RayPPOTrainer):
             s.max_response_length,
             s.seed,
         )
-        return scoring.ScoreCache(s.cache_dir, key)
+        return scoring.ScoreCache.for_spec(s.cache_dir, spec)
 
     def semantic_entropy_table(self, rows: list[dict]) -> pd.DataFrame:
+        """Per-row H_SE and pass rate: from the cache when one matches, else a scoring pass.
+        Bad rows (no prompt / gold / index, repeated index) and a cache that does not match
+        this dataset, model and scoring setting raise, naming file, row and field."""
+        index_of = scoring.check_rows(rows, self.train_row_names(len(rows)))
         cache = self.score_cache(rows)
         if cache.exists():
             print(f"[entropy-rl] semantic-entropy scores from cache {cache.path}")
-            return cache.load(len(rows))
+            return cache.load(list(index_of))
         if not self.rl.scoring.enable:
             raise FileNotFoundError(
                 f"curriculum needs semantic-entropy scores: no cache at {cache.path} and entropy_rl.scoring.enable=false"
@@ -416,11 +495,13 @@ class EntropyRLTrainer(RayPPOTrainer):
             rows=rows,
             preds=preds,
             seq_logprobs=sequence_logprobs(batch) if self.rl.scoring.estimator == "likelihood" else None,
+            step=getattr(self, "global_steps", None),
         )
         for k, v in fields.items():
             batch.batch[k] = v
         if self.hooks.sampler is not None:
             metrics.update(curriculum_metrics(self.hooks.sampler, rows))
+        metrics.update(reward_check_metrics(nt))  # veRL logs no reward extras as training metrics
         self._entropy = None
         return metrics
 
@@ -429,29 +510,271 @@ class EntropyRLTrainer(RayPPOTrainer):
         return os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
 
     def _save_checkpoint(self):
+        """Our state first (atomic), then veRL's (shards, data.pt, tracker), then the manifest
+        and the tracker again: a crash at any point leaves the tracker naming a step whose
+        files all validate, or a step :meth:`_load_checkpoint` detects and skips."""
+        step_dir = self._step_dir()
+        save_entropy_rl_state(step_dir, self.hooks, self.hooks.sampler)
         super()._save_checkpoint()
-        state = {"hooks": self.hooks.state_dict()}
-        if self.hooks.sampler is not None:
-            state["sampler"] = self.hooks.sampler.state_dict()
-        torch.save(state, os.path.join(self._step_dir(), STATE_FILE))
+        ckpt = self.config.actor_rollout_ref.actor.checkpoint
+        finish_checkpoint(step_dir, self.global_steps, async_shards=bool(ckpt.get("async_save", False)))
 
     def _load_checkpoint(self):
-        super()._load_checkpoint()
+        """veRL's load of a checkpoint that validates (:func:`choose_checkpoint`), then ours."""
+        t = self.config.trainer
+        if t.resume_mode == "disable":
+            return super()._load_checkpoint()
+        if t.default_hdfs_dir is not None:
+            return super()._load_checkpoint()  # veRL raises: loading from HDFS is not implemented
+        root = os.path.abspath(os.path.expanduser(str(t.default_local_dir)))
+        if t.resume_mode == "resume_path":
+            step_dir = os.path.abspath(os.path.expanduser(str(t.resume_from_path)))
+            problems = validate_checkpoint(step_dir)
+            if problems and not problems[0].startswith(f"no {MANIFEST_FILE}"):
+                raise RuntimeError(f"trainer.resume_from_path={step_dir} is not a usable checkpoint: {'; '.join(problems)}")
+            if problems:  # asked for by name: an older entropy-rl's checkpoint, unverified
+                print(f"[entropy-rl] WARNING: {step_dir} cannot be verified ({problems[0]}); loading it as asked", flush=True)
+            super()._load_checkpoint()
+        else:
+            step_dir, warnings = choose_checkpoint(root)
+            for w in warnings:
+                print(w, flush=True)
+            if not warnings:  # healthy (or no tracker: from scratch): veRL's own load, unchanged
+                super()._load_checkpoint()
+            else:  # the tracker's step is bad: make veRL load the one chosen, or none
+                with open_dict(t):
+                    mode, path = t.resume_mode, t.get("resume_from_path")
+                    t.resume_mode, t.resume_from_path = ("resume_path", step_dir) if step_dir else ("disable", path)
+                try:
+                    super()._load_checkpoint()
+                finally:
+                    with open_dict(t):
+                        t.resume_mode, t.resume_from_path = mode, path
+            if step_dir is None:
+                self.global_steps = 0
+                return 0
         if self.global_steps == 0:
             return 0
-        path = os.path.join(self._step_dir(), STATE_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"resuming at step {self.global_steps}: {path} is missing (not an entropy-rl run?)")
-        state = torch.load(path, weights_only=False)
-        self.hooks.load_state_dict(state["hooks"])
-        sampler = self.hooks.sampler
-        if sampler is not None:
-            steps_per_epoch = len(self.train_dataloader)
-            if self.global_steps % steps_per_epoch == 0:
-                # veRL skips the dataloader restore at an epoch boundary; ours keeps the scores.
-                sampler.load_state_dict(state["sampler"])
-                sampler.set_epoch(sampler.epoch + 1)
+        load_entropy_rl_state(step_dir, self.hooks, self.hooks.sampler, self.train_dataloader, self.global_steps)
         return self.global_steps
+
+
+# ============================================================== checkpoint files
+TRACKER_FILE = "latest_checkpointed_iteration.txt"  # veRL's
+MANIFEST_FILE = "entropy_rl_manifest.json"
+SAVING_FILE = "entropy_rl_saving"  # present from the start of a save until its manifest exists
+_MANIFEST_VERSION = 1
+_HASHED = (STATE_FILE, "data.pt")  # small files whose bytes are checked; veRL's shards by size
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # a platform without directory fds: the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, write) -> None:
+    """``write(file)`` into a temporary file beside ``path``, fsync, ``os.replace``: a crash
+    leaves the old file or the new one, never part of one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_entropy_rl_state(step_dir: str, hooks: EntropyHooks, sampler: Any) -> str:
+    """Write ``<step_dir>/entropy_rl_state.pt`` (hooks: AER, EMA tables; the sampler) atomically."""
+    state = {"hooks": hooks.state_dict()}
+    if sampler is not None:
+        state["sampler"] = sampler.state_dict()
+    os.makedirs(step_dir, exist_ok=True)
+    # Marks the step as a save in progress: a step folder without a manifest is then either
+    # cut short (marker: nothing was lost) or an older entropy-rl's (no marker: keep it).
+    write_atomic(os.path.join(step_dir, SAVING_FILE), lambda f: f.write(b"save in progress\n"))
+    path = os.path.join(step_dir, STATE_FILE)
+    write_atomic(path, lambda f: torch.save(state, f))
+    return path
+
+
+def load_entropy_rl_state(step_dir: str, hooks: EntropyHooks, sampler: Any, dataloader: Any, global_step: int) -> None:
+    """Restore what :func:`save_entropy_rl_state` wrote. veRL restores the dataloader (and so
+    the sampler) from ``data.pt`` except at an epoch boundary; there the sampler is restored
+    from our copy and started on its next epoch, with the scores it had."""
+    path = os.path.join(step_dir, STATE_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"resuming at step {global_step}: {path} is missing (not an entropy-rl run?)")
+    state = torch.load(path, weights_only=False)
+    hooks.load_state_dict(state["hooks"])
+    if sampler is not None and global_step % len(dataloader) == 0:
+        sampler.load_state_dict(state["sampler"])
+        sampler.set_epoch(sampler.epoch + 1)
+
+
+def _step_files(step_dir: str) -> list[str]:
+    out = []
+    for folder, dirs, files in os.walk(step_dir):
+        dirs.sort()
+        for name in sorted(files):
+            if name in (MANIFEST_FILE, SAVING_FILE) or (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            out.append(os.path.relpath(os.path.join(folder, name), step_dir))
+    return out
+
+
+def write_manifest(step_dir: str, async_shards: bool = False) -> dict:
+    """``<step_dir>/entropy_rl_manifest.json``: every file of the step with its size, sha256
+    of our state and ``data.pt``. Written last, atomically: its presence means the save
+    finished. With veRL's ``async_save`` the shards may still be in flight: only the
+    step's top-level files are listed then."""
+    files = {}
+    for rel in _step_files(step_dir):
+        if async_shards and os.sep in rel:
+            continue
+        full = os.path.join(step_dir, rel)
+        entry = {"size": os.path.getsize(full)}
+        if rel in _HASHED:
+            entry["sha256"] = _sha256(full)
+        files[rel] = entry
+    manifest = {"version": _MANIFEST_VERSION, "files": files}
+    write_atomic(os.path.join(step_dir, MANIFEST_FILE), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    return manifest
+
+
+def finish_checkpoint(step_dir: str, global_step: int, async_shards: bool = False) -> None:
+    """After veRL's save: the manifest, then veRL's tracker rewritten atomically (veRL writes
+    it in place; a crash there could leave it empty)."""
+    write_manifest(step_dir, async_shards)
+    try:
+        os.remove(os.path.join(step_dir, SAVING_FILE))
+    except FileNotFoundError:
+        pass
+    if async_shards:
+        return  # veRL writes no tracker with async_save
+    tracker = os.path.join(os.path.dirname(os.path.abspath(step_dir)), TRACKER_FILE)
+    write_atomic(tracker, lambda f: f.write(str(global_step).encode()))
+
+
+def validate_checkpoint(step_dir: str) -> list[str]:
+    """What is wrong with a step folder (empty: it can be resumed): missing or unreadable
+    manifest, a listed file missing or of another size or hash, our state not loadable."""
+    if not os.path.isdir(step_dir):
+        return ["the folder does not exist"]
+    mpath = os.path.join(step_dir, MANIFEST_FILE)
+    if not os.path.exists(mpath):
+        if os.path.exists(os.path.join(step_dir, SAVING_FILE)):
+            return [f"no {MANIFEST_FILE}: the save was cut short"]
+        return [f"no {MANIFEST_FILE} (an older entropy-rl wrote it, or it was written without entropy-rl)"]
+    try:
+        with open(mpath, "rb") as f:
+            manifest = json.loads(f.read())
+        files = manifest["files"]
+        if manifest.get("version") != _MANIFEST_VERSION or not isinstance(files, dict):
+            raise ValueError(f"version {manifest.get('version')!r}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return [f"{MANIFEST_FILE} is unreadable ({type(e).__name__}: {e})"]
+    problems = []
+    for rel in (STATE_FILE, "data.pt"):
+        if rel not in files:
+            problems.append(f"{rel} is not in the manifest")
+    for rel, entry in files.items():
+        full = os.path.join(step_dir, rel)
+        if not os.path.isfile(full):
+            problems.append(f"{rel} is missing")
+            continue
+        size = os.path.getsize(full)
+        if size != entry.get("size"):
+            problems.append(f"{rel} has {size} bytes, the manifest says {entry.get('size')} (truncated?)")
+        elif "sha256" in entry and _sha256(full) != entry["sha256"]:
+            problems.append(f"{rel} does not match its sha256 in the manifest")
+    if not problems:
+        try:
+            state = torch.load(os.path.join(step_dir, STATE_FILE), weights_only=False)
+            if not isinstance(state, dict) or "hooks" not in state:
+                problems.append(f"{STATE_FILE} holds no entropy-rl state")
+        except Exception as e:  # any unpickling failure means the state cannot be resumed
+            problems.append(f"{STATE_FILE} cannot be loaded ({type(e).__name__}: {e})")
+    return problems
+
+
+def _step_of(name: str) -> int | None:
+    if not name.startswith("global_step_"):
+        return None
+    tail = name[len("global_step_") :]
+    return int(tail) if tail.isdigit() else None
+
+
+def choose_checkpoint(root: str) -> tuple[str | None, list[str]]:
+    """The checkpoint ``trainer.resume_mode=auto`` resumes, and warnings.
+
+    veRL's tracker names the last step saved. If that step folder fails
+    :func:`validate_checkpoint` (or the tracker is unreadable), the newest earlier
+    ``global_step_*`` that validates is chosen, with a warning naming each bad checkpoint
+    and what is wrong. No tracker: ``(None, [])`` (a fresh run, as in veRL). A tracker
+    but no valid checkpoint: if every rejected step is a save that was cut short (its
+    ``entropy_rl_saving`` marker is still there), ``(None, warnings)``, a fresh run
+    announced; otherwise (a finished checkpoint went bad, or an older entropy-rl's cannot be
+    verified) ``RuntimeError`` naming every bad checkpoint and both ways out.
+    """
+    tracker = os.path.join(root, TRACKER_FILE)
+    if not os.path.exists(tracker):
+        return None, []
+    steps = sorted((k for k in map(_step_of, os.listdir(root)) if k is not None), reverse=True)
+    warnings, rejected = [], []
+    only_cut_short = True  # every rejected step is an unfinished save: nothing to lose
+    try:
+        with open(tracker, "rb") as f:
+            named = int(f.read().decode().strip())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        named = None
+        rejected.append(f"{tracker} is unreadable ({type(e).__name__}: {e})")
+    candidates = steps if named is None else [named] + [k for k in steps if k < named]
+    for k in candidates:
+        step_dir = os.path.join(root, f"global_step_{k}")
+        problems = validate_checkpoint(step_dir)
+        if not problems:
+            if rejected:
+                warnings.append(
+                    f"[entropy-rl] WARNING: resuming from {step_dir} instead of the checkpoint the tracker names: "
+                    + "; ".join(rejected)
+                )
+            return step_dir, warnings
+        rejected.append(f"checkpoint {step_dir} is incomplete or corrupt: {'; '.join(problems)}")
+        only_cut_short &= problems[0] in ("the folder does not exist", f"no {MANIFEST_FILE}: the save was cut short")
+    if only_cut_short:  # e.g. the first save was cut short: start over, announced
+        warnings.append(f"[entropy-rl] WARNING: no finished checkpoint in {root}, training from step 0:\n  "
+                        + "\n  ".join(rejected))
+        return None, warnings
+    # A finished checkpoint went bad (or an older one cannot be verified): starting over
+    # would later overwrite it. The user decides.
+    raise RuntimeError(
+        f"no usable checkpoint in {root}:\n  " + "\n  ".join(rejected)
+        + "\n  To load one anyway (e.g. an older entropy-rl's, which has no manifest): "
+        "trainer.resume_mode=resume_path trainer.resume_from_path=<its global_step_N>. "
+        "To start over: trainer.resume_mode=disable or a new trainer.default_local_dir."
+    )
 
 
 # ============================================================== the task runner

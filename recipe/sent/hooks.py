@@ -67,6 +67,44 @@ def group_accuracy(correct: np.ndarray, uids: Sequence[Any]) -> np.ndarray:
     return (sums / counts)[inverse]
 
 
+def check_finite(
+    fields: dict[str, Any], response_mask: torch.Tensor, step: int | None = None, rows: Sequence[int] | None = None
+) -> None:
+    """Raise ``ValueError`` at the first NaN / ±inf in ``fields`` (batch key → values).
+
+    Per-token fields are (B, T), per-response ones (B,); every position is checked, padding
+    included (there a non-finite value leaves the loss finite but can make its gradient NaN).
+    The message names the field, the step, the row (and dataset row) and token of the first
+    bad value, whether that token is valid or padding, and how many values are bad. The
+    loss cannot raise (it must not sync with the host); this runs on the driver's host copy
+    of the batch before the update, so a bad batch stops the run instead of training on NaN.
+    """
+    where = "(step unknown)" if step is None else f"at step {step}"
+    for name, values in fields.items():
+        if values is None:
+            continue
+        x = torch.as_tensor(np.asarray(values, dtype=np.float64) if not isinstance(values, torch.Tensor) else values)
+        if not x.is_floating_point():
+            continue  # integer / bool values cannot be NaN or inf
+        bad = ~torch.isfinite(x)
+        if not bool(bad.any()):
+            continue
+        flat = int(bad.reshape(-1).int().argmax())
+        row, token = divmod(flat, x.shape[-1]) if x.dim() == 2 else (flat, None)
+        what = f"row {row}"
+        if rows is not None and row < len(rows):
+            what += f" (dataset row {rows[row]})"
+        if token is not None:
+            kind = "a valid response token" if bool(response_mask[row, token] != 0) else "padding"
+            what += f", token {token} ({kind})"
+        raise ValueError(
+            f"entropy-rl {where}: field {name!r} holds {int(bad.sum())} non-finite value(s) of {x.numel()}; "
+            f"the first, {x.reshape(-1)[flat].item()}, is at {what}. Training on it would give a NaN loss or "
+            "gradient: the run stops here. Look at what produced this field (reward function, advantage "
+            "estimator, old-log-prob pass)."
+        )
+
+
 def masked_token_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
     m = (mask != 0).to(x.dtype)
     return float((x * m).sum() / torch.clamp(m.sum(), min=1))
@@ -107,6 +145,7 @@ class EntropyHooks:
         rows: Sequence[int] | None = None,
         preds: Sequence[str | None] | None = None,
         seq_logprobs: Sequence[float] | None = None,
+        step: int | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """One training step's entropy logic.
 
@@ -118,10 +157,20 @@ class EntropyHooks:
             rows: dataset row per response (adaptive curriculum).
             preds: extracted final answer per response (adaptive curriculum).
             seq_logprobs: log P(o) per response, for the likelihood estimator (optional).
+            step: the training step, named in errors.
 
         Returns:
             ``(fields, metrics)``: per-token tensors to attach to the batch, and metrics.
+
+        Raises:
+            ValueError: a NaN / ±inf in any input (:func:`check_finite`), before any state
+            (AER, EMA tables, sampler) changes.
         """
+        check_finite(
+            {"response_mask": response_mask, "entropys": entropy, "old_log_probs": old_log_prob,
+             "advantages": advantages, "acc": correct, "rollout_log_probs (sequence sum)": seq_logprobs},
+            response_mask, step=step, rows=rows,
+        )
         out: dict[str, torch.Tensor] = {}
         metrics: dict[str, float] = {}
         acc = group_accuracy(correct, uids)
@@ -195,3 +244,27 @@ class EntropyHooks:
         self.se_table = {int(k): float(v) for k, v in state["se_table"].items()}
         self.acc_table = {int(k): float(v) for k, v in state["acc_table"].items()}
 
+
+
+def reward_check_metrics(non_tensor_batch: Any) -> dict[str, float]:
+    """Answer checks of this batch that ended without a verdict (issue #6, item 2).
+
+    :func:`entropy_rl.reward.compute_score` returns ``verify_timeouts`` per response (checks
+    that hit the deadline or the worker's memory bound and so scored "not equivalent");
+    veRL stores reward extras as ``non_tensor_batch`` keys but logs none of them as
+    training metrics. Returns ``reward/verify_timeouts`` (sum over the batch) and
+    ``reward/verify_timeout_frac`` (share of responses with at least one), or nothing when
+    the reward function does not report the key.
+    """
+    values = non_tensor_batch.get("verify_timeouts") if hasattr(non_tensor_batch, "get") else None
+    if values is None or len(values) == 0:
+        return {}
+    try:
+        counts = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"reward extra 'verify_timeouts' must hold numbers, got {np.asarray(values)[:3]!r}...") from None
+    bad = ~np.isfinite(counts) | (counts < 0)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise ValueError(f"reward extra 'verify_timeouts' at batch row {row} is {values[row]!r}: expected a count >= 0")
+    return {"reward/verify_timeouts": float(counts.sum()), "reward/verify_timeout_frac": float((counts > 0).mean())}

@@ -6,9 +6,15 @@ The released code ships no scoring code; this is ours. The generation itself (ve
 workers) is the adapter's business; this module holds what happens around it:
 
 - :func:`score_group` — one prompt's M responses → H_SE, pass rate, class count;
+- :func:`check_rows` — the training rows are usable: a non-empty prompt, a ground truth
+  (string, number or list of them), a unique ``extra_info.index``; else an error naming
+  file, row and field;
 - :func:`dataset_fingerprint` / :func:`cache_key` — a cache key from the dataset *content*,
   the model, M, temperature, top-p, response length and seed: change any and it re-scores;
-- :class:`ScoreCache` — parquet on disk (atomic write); a restart reuses it;
+- :class:`ScoreCache` — parquet on disk (atomic write) that records its key and settings;
+  a restart reuses it only after checking that record, the row indices and the values
+  against this run (a cache for other prompts / model / sampling is refused, naming what
+  differs);
 - :func:`run_scoring` — the loop with a progress bar and an ETA.
 """
 
@@ -17,15 +23,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from entropy_rl.answers import extract_answer, is_equivalent
 from entropy_rl.semantic_entropy import cluster_answers, semantic_entropy
@@ -65,6 +74,103 @@ def score_group(
     }
 
 
+# ------------------------------------------------------------------ training rows
+def _seq(value: Any) -> list | None:
+    """A list from a list / tuple / numpy array (parquet gives arrays), else None."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return None
+
+
+def _prompt_problem(value: Any) -> str | None:
+    """Why a prompt is unusable (None when it is fine): a non-empty string, or a chat list
+    of ``{"role", "content"}`` messages with string contents, one of them non-empty."""
+    if value is None:
+        return "is missing"
+    if isinstance(value, str):
+        return None if value.strip() else "is empty"
+    msgs = _seq(value)
+    if msgs is None:
+        return f"must be a string or a list of chat messages, got {type(value).__name__}"
+    if not msgs:
+        return "is an empty list of messages"
+    for j, m in enumerate(msgs):
+        if not isinstance(m, Mapping) or not isinstance(m.get("content"), str):
+            return f"message {j} has no string 'content' (got {type(m).__name__} {str(m)[:80]!r})"
+    if not any(m["content"].strip() for m in msgs):
+        return "has only empty messages"
+    return None
+
+
+def _gold_problem(value: Any) -> str | None:
+    """Why a ground truth is unusable: it must be a non-empty string, a finite number
+    (:func:`entropy_rl.reward.gold_answers` reads numbers), or a non-empty list of those."""
+    if value is None:
+        return "is missing"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        return f"must be a string or number, got bool {value!r}"
+    if isinstance(value, str):
+        return None if value.strip() else "is empty"
+    if isinstance(value, numbers.Real):
+        return None if math.isfinite(float(value)) else f"is not a finite number ({value!r})"
+    items = _seq(value)
+    if items is None:
+        return f"must be a string, number or list of them, got {type(value).__name__}"
+    if not items:
+        return "is an empty list"
+    for j, item in enumerate(items):
+        why = _gold_problem(item)
+        if why is not None:
+            return f"item {j} {why}"
+    return None
+
+
+def check_rows(rows: Sequence[Mapping], where: Callable[[int], str] | str = "train data") -> dict[Any, int]:
+    """Validate veRL RL rows before they are scored or trained on; returns
+    ``extra_info.index -> row``.
+
+    Every row needs a usable ``prompt``, ``reward_model.ground_truth`` and an
+    ``extra_info.index`` that no other row has (it keys the scores and the curriculum).
+    ``where(r)`` names row ``r``'s file and position (a string: the same prefix for all).
+    Raises ``ValueError`` listing every bad row (the first 10 in full) as
+    ``<file> row <r>: field '<f>' <problem>``.
+    """
+    name = where if callable(where) else (lambda r: f"{where} row {r}")
+    errors: list[str] = []
+    row_of: dict[Any, int] = {}
+    for r, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            errors.append(f"{name(r)}: is not a record (got {type(row).__name__})")
+            continue
+        why = _prompt_problem(row.get("prompt"))
+        if why:
+            errors.append(f"{name(r)}: field 'prompt' {why}")
+        rm = row.get("reward_model")
+        why = _gold_problem(rm.get("ground_truth") if isinstance(rm, Mapping) else None)
+        if why:
+            errors.append(f"{name(r)}: field 'reward_model.ground_truth' {why}")
+        ei = row.get("extra_info")
+        key = ei.get("index") if isinstance(ei, Mapping) else None
+        if isinstance(key, np.generic):
+            key = key.item()
+        if key is None or isinstance(key, float) and math.isnan(key):
+            errors.append(f"{name(r)}: field 'extra_info.index' is missing (launch/prepare_data.py writes it)")
+        elif not isinstance(key, (int, str)) or isinstance(key, bool):
+            errors.append(f"{name(r)}: field 'extra_info.index' must be an int or string, got {type(key).__name__}")
+        elif key in row_of:
+            errors.append(f"{name(r)}: field 'extra_info.index' = {key!r} repeats {name(row_of[key])}")
+        else:
+            row_of[key] = r
+    if errors:
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise ValueError(f"{len(errors)} bad training row field(s):\n  " + "\n  ".join(errors[:10]) + more)
+    return row_of
+
+
 def _row_identity(row: dict) -> Any:
     """What defines a training prompt for the cache: prompt, answer, stable index."""
     rm = row.get("reward_model") or {}
@@ -84,7 +190,7 @@ def dataset_fingerprint(rows: Iterable[dict]) -> str:
     return f"{h.hexdigest()[:24]}-{n}"
 
 
-def cache_key(
+def cache_spec(
     fingerprint: str,
     model_path: str,
     n_samples: int,
@@ -92,8 +198,9 @@ def cache_key(
     top_p: float,
     max_response_length: int,
     seed: int,
-) -> str:
-    spec = {
+) -> dict[str, Any]:
+    """Everything a score depends on: data content, model, M, T, top-p, length, seed."""
+    return {
         "data": fingerprint,
         "model": str(model_path),
         "M": int(n_samples),
@@ -102,15 +209,33 @@ def cache_key(
         "max_len": int(max_response_length),
         "seed": int(seed),
     }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def spec_key(spec: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(dict(spec), sort_keys=True).encode()).hexdigest()[:32]
+
+
+def cache_key(*args: Any, **kwargs: Any) -> str:
+    """The key of :func:`cache_spec` (same arguments)."""
+    return spec_key(cache_spec(*args, **kwargs))
+
+
+#: Parquet key-value metadata entry where a cache records its key and spec.
+CACHE_META = b"entropy_rl.score_cache"
 
 
 @dataclass
 class ScoreCache:
-    """One parquet file per cache key under ``cache_dir``."""
+    """One parquet file per cache key under ``cache_dir``; the file records its key and
+    :func:`cache_spec` so a renamed, copied or hand-made file cannot pass for another."""
 
     cache_dir: str
     key: str
+    spec: Mapping[str, Any] | None = None
+
+    @classmethod
+    def for_spec(cls, cache_dir: str, spec: Mapping[str, Any]) -> ScoreCache:
+        return cls(cache_dir, spec_key(spec), dict(spec))
 
     @property
     def path(self) -> str:
@@ -119,20 +244,74 @@ class ScoreCache:
     def exists(self) -> bool:
         return os.path.exists(self.path)
 
-    def load(self, num_rows: int) -> pd.DataFrame:
-        df = pd.read_parquet(self.path)
+    def _refuse(self, what: str) -> ValueError:
+        return ValueError(f"score cache {self.path}: {what}; it is not applied. Delete it to re-score.")
+
+    def _check_record(self, meta: Mapping[bytes, bytes] | None) -> None:
+        raw = (meta or {}).get(CACHE_META)
+        if raw is None:
+            raise self._refuse("no key record (not written by ScoreCache.save, or by an older entropy-rl), "
+                               "so it cannot be matched to this dataset, model and sampling setting")
+        try:
+            record = json.loads(raw)
+            key, spec = record["key"], record["spec"]
+        except (ValueError, KeyError, TypeError):
+            raise self._refuse(f"its key record is unreadable ({raw[:120]!r})") from None
+        if key != self.key:
+            diff = ""
+            if self.spec is not None and isinstance(spec, Mapping):
+                fields = sorted(set(spec) | set(self.spec))
+                diff = "; differing: " + ", ".join(
+                    f"{f}: cache {spec.get(f)!r} vs this run {self.spec.get(f)!r}"
+                    for f in fields if spec.get(f) != self.spec.get(f))
+            raise self._refuse(f"it was built for key {key}, this run's key is {self.key} "
+                               f"(other prompts, model or sampling setting{diff})")
+        if self.spec is not None and dict(spec) != dict(self.spec):
+            raise self._refuse(f"its recorded settings {spec} differ from this run's {dict(self.spec)}")
+
+    def load(self, indices: Sequence[Any]) -> pd.DataFrame:
+        """The cached table, after checking it belongs to this run: the key record, one row
+        per dataset row in order with the same ``extra_info.index``, every H_SE finite and
+        >= 0, every pass rate in [0, 1]. Raises ``ValueError`` naming file, row and field."""
+        try:
+            table = pq.read_table(self.path)
+        except (OSError, pa.ArrowException) as e:
+            raise self._refuse(f"unreadable ({type(e).__name__}: {e})") from None
+        self._check_record(table.schema.metadata)
+        df = table.to_pandas()
         missing = [c for c in SCORE_COLUMNS if c not in df.columns]
         if missing:
-            raise ValueError(f"{self.path}: score cache lacks columns {missing}; delete it to re-score")
-        if len(df) != num_rows or not np.array_equal(df["row"].to_numpy(), np.arange(num_rows)):
-            raise ValueError(f"{self.path}: score cache has {len(df)} rows, the dataset {num_rows}; delete it to re-score")
+            raise self._refuse(f"lacks columns {missing}")
+        n = len(indices)
+        if len(df) != n or not np.array_equal(df["row"].to_numpy(), np.arange(n)):
+            raise self._refuse(f"has {len(df)} rows (column 'row' must be 0..{n - 1}), the dataset {n}")
+        for r, (got, want) in enumerate(zip(df["index"].tolist(), indices)):
+            if str(got) != str(want):
+                raise self._refuse(f"row {r}: field 'index' is {got!r}, the dataset's extra_info.index is {want!r}")
+        checks = (("semantic_entropy", lambda v: v >= 0 and v < math.inf, "finite and >= 0"),
+                  ("pass_rate", lambda v: 0 <= v <= 1, "in [0, 1]"))
+        for col, ok, rule in checks:
+            for r, v in enumerate(df[col].astype(float).tolist()):
+                if not ok(v):  # NaN fails every comparison
+                    raise self._refuse(f"row {r}: field '{col}' is {v!r}, must be {rule}")
         return df
 
     def save(self, df: pd.DataFrame) -> str:
+        """Write ``df`` with this cache's key record (atomic: never half a cache)."""
+        if self.spec is None:
+            raise ValueError("ScoreCache.save needs the cache spec (ScoreCache.for_spec) to record it")
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        record = json.dumps({"key": self.key, "spec": dict(self.spec)}, sort_keys=True).encode()
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), CACHE_META: record})
         tmp = self.path + f".tmp{os.getpid()}"
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, self.path)  # atomic: a crash never leaves half a cache
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
         return self.path
 
 

@@ -1,0 +1,1 @@
+"""Test inputs built in code (no binary fixtures in the repository)."""
