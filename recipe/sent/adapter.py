@@ -869,6 +869,7 @@ def print_run_locations(config: Any) -> None:
             os.environ.get("VERL_FILE_LOGGER_ROOT", "."), t.project_name, f"{t.experiment_name}.jsonl"
         )
         lines.append(f"  metrics (jsonl): {os.path.abspath(path)}")
+        lines.append(f"  figures: python -m entropy_rl.report {os.path.dirname(os.path.abspath(path))} --out report/")
     if "wandb" in loggers:
         lines.append(f"  metrics (wandb): project {t.project_name}, run {t.experiment_name}")
     print("[entropy-rl] run finished.\n" + "\n".join(lines), flush=True)
