@@ -231,6 +231,14 @@ def _legend(ax) -> None:
         ax.legend(fontsize=8, frameon=False)
 
 
+def _finish(ax, drew: bool, missing: str, title: str, ylabel: str) -> None:
+    """Title, labels, grid and legend of one panel; a note where no run logged its metric."""
+    if not drew:
+        _no_data(ax, missing)
+    _style(ax, title, ylabel)
+    _legend(ax)
+
+
 def fig_entropy(runs: Sequence[Run]):
     c = _colors(runs)
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -246,10 +254,7 @@ def fig_entropy(runs: Sequence[Run]):
         tx, ty = r.series(AER_TARGET)
         if tx:
             ax.plot(tx, ty, color=c[r.label], ls="--", lw=1.2, label=f"{r.label}: H*")
-    if not drew:
-        _no_data(ax, ENTROPY)
-    _style(ax, "Token entropy of the policy", "mean token entropy (nats)")
-    _legend(ax)
+    _finish(ax, drew, ENTROPY, "Token entropy of the policy", "mean token entropy (nats)")
     return fig
 
 
@@ -269,16 +274,10 @@ def fig_aer(runs: Sequence[Run]):
         if pts:
             a2.plot([p[0] for p in pts], [p[1] for p in pts], color=c[r.label], lw=1.8, label=r.label)
             d2 = True
-    if not d1:
-        _no_data(a1, AER_ALPHA)
-    if not d2:
-        _no_data(a2, f"{AER_ENTROPY} and {AER_TARGET}")
-    else:
+    if d2:
         a2.axhline(0.0, color="0.3", lw=0.8)
-    _style(a1, "AER coefficient α_t", "α_t")
-    _style(a2, "Tracking error H − H*", "entropy − target (nats)")
-    _legend(a1)
-    _legend(a2)
+    _finish(a1, d1, AER_ALPHA, "AER coefficient α_t", "α_t")
+    _finish(a2, d2, f"{AER_ENTROPY} and {AER_TARGET}", "Tracking error H − H*", "entropy − target (nats)")
     fig.tight_layout()
     return fig
 
@@ -299,17 +298,12 @@ def fig_sent(runs: Sequence[Run]):
             if xs:
                 a2.plot(xs, ys, color=c[r.label], ls=styles[name], lw=1.6, label=f"{r.label}: {name}")
                 d2 = True
-    if not d1:
-        _no_data(a1, "SENT token-set fractions (actor/sent/*_frac)")
-    else:  # T_low ≈ 0.8, the covariance sets ≈ 1e-4, an empty set 0: symlog shows all three
+    if d1:  # T_low ≈ 0.8, the covariance sets ≈ 1e-4, an empty set 0: symlog shows all three
         a1.set_yscale("symlog", linthresh=1e-5)
         a1.set_ylim(bottom=0)
-    if not d2:
-        _no_data(a2, "SENT KL per set (actor/sent/kl_*)")
-    _style(a1, "SENT token sets: share of valid tokens", "fraction (symlog)")
-    _style(a2, "SENT: mean KL on each set", "mean KL")
-    _legend(a1)
-    _legend(a2)
+    _finish(a1, d1, "SENT token-set fractions (actor/sent/*_frac)", "SENT token sets: share of valid tokens",
+            "fraction (symlog)")
+    _finish(a2, d2, "SENT KL per set (actor/sent/kl_*)", "SENT: mean KL on each set", "mean KL")
     fig.tight_layout()
     return fig
 
@@ -328,15 +322,10 @@ def fig_curriculum(runs: Sequence[Run]):
             else:
                 ax.plot(xs, ys, color=c[r.label], lw=1.6, label=r.label)
             d[i] = True
-    for ax, key, ok in ((a1, BATCH_SE, d[0]), (a2, STAGE, d[1]), (a3, REWARD, d[2])):
-        if not ok:
-            _no_data(ax, key)
-    _style(a1, "Semantic entropy of the batch", "H_SE (nats)")
-    _style(a2, "Curriculum stage", "stage (low → high H_SE)")
+    _finish(a1, d[0], BATCH_SE, "Semantic entropy of the batch", "H_SE (nats)")
+    _finish(a2, d[1], STAGE, "Curriculum stage", "stage (low → high H_SE)")
     a2.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    _style(a3, "Training reward", "mean score")
-    for ax in (a1, a2, a3):
-        _legend(ax)
+    _finish(a3, d[2], REWARD, "Training reward", "mean score")
     fig.tight_layout()
     return fig
 
