@@ -231,6 +231,14 @@ def _legend(ax) -> None:
         ax.legend(fontsize=8, frameon=False)
 
 
+def _plot(ax, run: Run, key: str, **style) -> bool:
+    """Draw ``key`` of ``run`` on ``ax``; False (nothing drawn) when the run did not log it."""
+    xs, ys = run.series(key)
+    if xs:
+        ax.plot(xs, ys, **style)
+    return bool(xs)
+
+
 def _finish(ax, drew: bool, missing: str, title: str, ylabel: str) -> None:
     """Title, labels, grid and legend of one panel; a note where no run logged its metric."""
     if not drew:
@@ -244,16 +252,11 @@ def fig_entropy(runs: Sequence[Run]):
     fig, ax = plt.subplots(figsize=(8, 4.5))
     drew = False
     for r in runs:
-        xs, ys = r.series(ENTROPY)
-        if xs:
-            ax.plot(xs, ys, color=c[r.label], lw=1.8, label=r.label)
-            drew = True
+        drew |= _plot(ax, r, ENTROPY, color=c[r.label], lw=1.8, label=r.label)
         hx, hy = r.series(AER_H0)
         if hx:
             ax.axhline(hy[-1], color=c[r.label], ls=":", lw=1.2, label=f"{r.label}: H₀")
-        tx, ty = r.series(AER_TARGET)
-        if tx:
-            ax.plot(tx, ty, color=c[r.label], ls="--", lw=1.2, label=f"{r.label}: H*")
+        _plot(ax, r, AER_TARGET, color=c[r.label], ls="--", lw=1.2, label=f"{r.label}: H*")
     _finish(ax, drew, ENTROPY, "Token entropy of the policy", "mean token entropy (nats)")
     return fig
 
@@ -263,10 +266,7 @@ def fig_aer(runs: Sequence[Run]):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     d1 = d2 = False
     for r in runs:
-        xs, ys = r.series(AER_ALPHA)
-        if xs:
-            a1.plot(xs, ys, color=c[r.label], lw=1.8, label=r.label)
-            d1 = True
+        d1 |= _plot(a1, r, AER_ALPHA, color=c[r.label], lw=1.8, label=r.label)
         ex, ey = r.series(AER_ENTROPY)
         tx, ty = r.series(AER_TARGET)
         target = dict(zip(tx, ty))
@@ -288,16 +288,10 @@ def fig_sent(runs: Sequence[Run]):
     styles = {"T_low": "-", "high-Cov": "--", "low-Cov": ":"}
     d1 = d2 = False
     for r in runs:
-        for name, key in SENT_FRACS.items():
-            xs, ys = r.series(key)
-            if xs:
-                a1.plot(xs, ys, color=c[r.label], ls=styles[name], lw=1.6, label=f"{r.label}: {name}")
-                d1 = True
-        for name, key in SENT_KLS.items():
-            xs, ys = r.series(key)
-            if xs:
-                a2.plot(xs, ys, color=c[r.label], ls=styles[name], lw=1.6, label=f"{r.label}: {name}")
-                d2 = True
+        for name in styles:
+            style = {"color": c[r.label], "ls": styles[name], "lw": 1.6, "label": f"{r.label}: {name}"}
+            d1 |= _plot(a1, r, SENT_FRACS[name], **style)
+            d2 |= _plot(a2, r, SENT_KLS[name], **style)
     if d1:  # T_low ≈ 0.8, the covariance sets ≈ 1e-4, an empty set 0: symlog shows all three
         a1.set_yscale("symlog", linthresh=1e-5)
         a1.set_ylim(bottom=0)
@@ -313,15 +307,9 @@ def fig_curriculum(runs: Sequence[Run]):
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(14, 4))
     d = [False, False, False]
     for r in runs:
-        for i, (ax, key, step_plot) in enumerate(((a1, BATCH_SE, False), (a2, STAGE, True), (a3, REWARD, False))):
-            xs, ys = r.series(key)
-            if not xs:
-                continue
-            if step_plot:
-                ax.step(xs, ys, where="post", color=c[r.label], lw=1.8, label=r.label)
-            else:
-                ax.plot(xs, ys, color=c[r.label], lw=1.6, label=r.label)
-            d[i] = True
+        for i, (ax, key, drawstyle) in enumerate(((a1, BATCH_SE, "default"), (a2, STAGE, "steps-post"),
+                                                  (a3, REWARD, "default"))):
+            d[i] |= _plot(ax, r, key, color=c[r.label], lw=1.7, drawstyle=drawstyle, label=r.label)
     _finish(a1, d[0], BATCH_SE, "Semantic entropy of the batch", "H_SE (nats)")
     _finish(a2, d[1], STAGE, "Curriculum stage", "stage (low → high H_SE)")
     a2.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
