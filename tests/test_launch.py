@@ -9,6 +9,7 @@ import stat
 import subprocess
 
 import pytest
+import torch
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -183,26 +184,52 @@ def test_cpu_backend_refuses_gpu_only_options_by_name(tmp_path):
         check_cpu_config(cfg(f"actor_rollout_ref.model.path={big}"))
 
 
-def test_failure_message_names_the_last_complete_checkpoint(tmp_path):
-    """What the job prints when a Ray worker or node is lost (the 2-node test kills a raylet)."""
+def test_failure_message_names_the_checkpoint_a_resume_would_load(tmp_path):
+    """What the job prints when a Ray worker or node is lost (the 2-node test kills a raylet):
+    the checkpoint named is the one the resume validates and loads, never a rejected one."""
     from omegaconf import OmegaConf
     from ray.exceptions import RayTaskError
 
-    from recipe.sent.adapter import explain_failure, latest_checkpoint
+    from recipe.sent.adapter import (MANIFEST_FILE, SAVING_FILE, STATE_FILE, TRACKER_FILE, explain_failure,
+                                     resume_point, write_manifest)
 
-    cfg = OmegaConf.create({"trainer": {"default_local_dir": str(tmp_path / "ckpt")}})
+    root = tmp_path / "ckpt"
+    cfg = OmegaConf.create({"trainer": {"default_local_dir": str(root)}})
     err = RayTaskError("update_actor", "Traceback ...\nRuntimeError: Connection closed by peer [127.0.0.3]:1234",
                        RuntimeError("Connection closed by peer"))
-    assert latest_checkpoint(cfg) is None
+    assert resume_point(cfg)[0] is None
     msg = explain_failure(cfg, err, node_death_wait_s=0)
     assert "the run failed in a Ray worker" in msg and "Connection closed by peer" in msg
     assert "no checkpoint was written yet" in msg
-    (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").write_text("7\n")
-    assert latest_checkpoint(cfg) == str(tmp_path / "ckpt" / "global_step_7")
+
+    def finished(step):  # a checkpoint as our save leaves it: state, data.pt, manifest
+        d = root / f"global_step_{step}"
+        d.mkdir(parents=True)
+        torch.save({"hooks": {}}, d / STATE_FILE)
+        torch.save({"dataloader": step}, d / "data.pt")
+        write_manifest(str(d))
+        (root / TRACKER_FILE).write_text(str(step))
+        return d
+
+    step7 = finished(7)
+    assert resume_point(cfg)[0] == str(step7)
     msg = explain_failure(cfg, err, node_death_wait_s=0)
-    assert f"last complete checkpoint: {tmp_path / 'ckpt' / 'global_step_7'}" in msg
-    assert "submit the same command" in msg
+    assert f"last complete checkpoint: {step7};" in msg and "submit the same command" in msg
+    # the tracker names step 9 but its save was cut short: the message names 7, as the resume does
+    (root / "global_step_9").mkdir()
+    (root / "global_step_9" / SAVING_FILE).write_text("")
+    (root / TRACKER_FILE).write_text("9")
+    msg = explain_failure(cfg, err, node_death_wait_s=0)
+    assert f"last complete checkpoint: {step7} (the tracker's is rejected: checkpoint {root / 'global_step_9'}" in msg
+    assert "the save was cut short" in msg
+    # nothing finished: a resubmission starts over, and the message says so
+    os.remove(step7 / MANIFEST_FILE)
+    (step7 / SAVING_FILE).write_text("")
+    assert "no save finished (each was cut short); a new submission starts over" in explain_failure(cfg, err, node_death_wait_s=0)
+    # a finished checkpoint went bad: the resume will stop, and the message warns of it
+    os.remove(step7 / SAVING_FILE)
+    msg = explain_failure(cfg, err, node_death_wait_s=0)
+    assert f"no usable checkpoint; a resubmission stops with: no usable checkpoint in {root}" in msg
 
 
 def test_metrics_file_keeps_history_across_a_resume(tmp_path, monkeypatch):

@@ -987,14 +987,22 @@ def launch(config: Any, mode: str = "train") -> None:
         raise
 
 
-def latest_checkpoint(config: Any) -> str | None:
-    """The checkpoint a resume would load: veRL's tracker file names the last complete one."""
+def resume_point(config: Any) -> tuple[str | None, str]:
+    """The checkpoint a resubmission would resume (``trainer.resume_mode=auto``) and a line
+    saying so: the same validated choice as :func:`choose_checkpoint`, so a failure message
+    never names a step that the resume then rejects."""
     root = os.path.abspath(os.path.expanduser(str(config.trainer.default_local_dir)))
     try:
-        with open(os.path.join(root, "latest_checkpointed_iteration.txt")) as f:
-            return os.path.join(root, f"global_step_{int(f.read().strip())}")
-    except (OSError, ValueError):
-        return None
+        ckpt, warnings = choose_checkpoint(root)
+    except RuntimeError as e:  # finished checkpoints went bad: the resume will stop and say so
+        return None, f"no usable checkpoint; a resubmission stops with: {str(e).splitlines()[0]} ..."
+    if ckpt:
+        skipped = f" (the tracker's is rejected: {warnings[0].split('tracker names: ', 1)[-1]})" if warnings else ""
+        return ckpt, (f"last complete checkpoint: {ckpt}{skipped}; submit the same command to a healthy "
+                      "cluster to resume from it (trainer.resume_mode=auto)")
+    if warnings:
+        return None, "no save finished (each was cut short); a new submission starts over"
+    return None, "no checkpoint was written yet (trainer.save_freq); a new submission starts over"
 
 
 def explain_failure(config: Any, exc: BaseException, node_death_wait_s: float = 60.0) -> str:
@@ -1017,10 +1025,5 @@ def explain_failure(config: Any, exc: BaseException, node_death_wait_s: float = 
     for n in dead:
         lines.append(f"[entropy-rl]   Ray reports node {n.get('NodeID')} ({n.get('NodeManagerAddress')}) dead"
                      f"{': ' + n['DeathReasonMessage'] if n.get('DeathReasonMessage') else ''}")
-    ckpt = latest_checkpoint(config)
-    if ckpt:
-        lines.append(f"[entropy-rl]   last complete checkpoint: {ckpt}; submit the same command to a healthy "
-                     "cluster to resume from it (trainer.resume_mode=auto)")
-    else:
-        lines.append("[entropy-rl]   no checkpoint was written yet (trainer.save_freq); a new submission starts over")
+    lines.append(f"[entropy-rl]   {resume_point(config)[1]}")
     return "\n".join(lines)
