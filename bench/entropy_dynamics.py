@@ -8,6 +8,8 @@ warm-started checkpoint, with identical data, seeds, steps and batch shapes per 
     python bench/entropy_dynamics.py --grid reduced     # grpo, sent, aer, sent_aer x 3 seeds
     python bench/entropy_dynamics.py --grid full        # 6 presets x 3 seeds
     python bench/entropy_dynamics.py --grid quick --out /tmp/ed   # 2 presets, 3 steps (the test)
+    python bench/entropy_dynamics.py --grid long            # grpo, aer x 150 steps (AER given time to act)
+    python bench/entropy_dynamics.py --grid sent_ablation   # sent, sent_token_only, sent_curriculum_only, grpo
 
 Task and model: the CPU demo (``launch/prepare_cpu_demo.py``): ``Compute a + b - c``, three
 equally valid 2-step solution paths, ``\\boxed{}`` answer, a ~0.14M-parameter Qwen2 warm-started
@@ -31,9 +33,12 @@ with HF weights, ``result.json``):
 - wall time.
 
 Writes ``<out>/report/`` (``python -m entropy_rl.report`` figures for all runs side by side,
-plus ``decision_entropy.png``) and the JSON (``bench/results/entropy_dynamics.json`` for the
-default output directory, else ``<out>/entropy_dynamics.json``). Finished runs are reused
-(their ``result.json``), so an interrupted grid continues where it stopped.
+plus ``presets.png``: each preset's mean and min-max over seeds) and the JSON (``bench/results/entropy_dynamics.json`` for the
+default output directory, else ``<out>/entropy_dynamics.json``); the follow-up grids write
+``report_<grid>/`` and ``entropy_dynamics_<grid>.json``. Finished runs are reused (their
+``result.json``), so an interrupted grid continues where it stopped and grids share the runs
+they have in common; a finished run is never deleted (another configuration in its folder
+is an error).
 """
 
 from __future__ import annotations
@@ -73,7 +78,16 @@ GRIDS: dict[str, dict[str, Any]] = {
                     n_train=256, n_test=256, eval_prompts=128, eval_samples=8, overrides=(LR,)),
     "full": dict(presets=ALL_PRESETS, seeds=(0, 1, 2), steps=30, sft_steps=1000,
                  n_train=256, n_test=256, eval_prompts=128, eval_samples=8, overrides=(LR,)),
+    # follow-ups to the full grid, same task, warm start and settings, own report and JSON:
+    # does AER's controller hold H* once it has had time to act (it engages at steps 19-26 of 30)?
+    "long": dict(presets=("grpo", "aer"), seeds=(0,), steps=150, sft_steps=1000, n_train=256, n_test=256,
+                 eval_prompts=128, eval_samples=8, overrides=(LR,), tag="long"),
+    # which half of SENT moves entropy and accuracy: the token-level KL-Cov term or the curriculum
+    "sent_ablation": dict(presets=("sent", "sent_token_only", "sent_curriculum_only", "grpo"), seeds=(0, 1, 2),
+                          steps=30, sft_steps=1000, n_train=256, n_test=256, eval_prompts=128, eval_samples=8,
+                          overrides=(LR,), tag="sent_ablation"),
 }
+STANDARD_STEPS = 30  # a run of another length gets its own folder: <preset>-s<seed>-<steps>steps
 RHO, ANCHOR_STEPS = 0.6, 2  # AER's ρ and the CPU backend's anchor_steps: the reference H* of non-AER runs
 WINDOW = 3  # steps averaged for the start / middle / end entropy
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -288,30 +302,91 @@ def interval(vals: list[float]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ figures
 
-def decision_figure(results: list[dict], start: dict, path: str) -> None:
+def preset_figure(results: list[dict], start: dict, metrics: dict[str, dict[int, dict[str, float]]], path: str) -> None:
+    """One colour per preset, the line the mean over its seeds and the band their min-max:
+    training-batch entropy per step, and the held-out decision entropy, token entropy and
+    greedy accuracy at the start, middle and end (a grid of runs is unreadable run by run)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for key, ax, title in (("decision_entropy", axes[0], "decision entropy H(first 2 tokens)"),
-                           ("sampled_token_entropy", axes[1], "mean token entropy, held-out samples"),
-                           ("greedy_avg_at_1", axes[2], "held-out greedy avg@1")):
-        for r in results:
-            xs, ys = [0], [start[key]]
-            for label in ("middle", "end"):
-                ev = r["heldout"].get(label)
-                if ev:
-                    xs.append(ev["step"])
-                    ys.append(ev[key])
-            ax.plot(xs, ys, marker="o", label=r["run"])
-        ax.set_title(title)
+    presets = list(dict.fromkeys(r["preset"] for r in results))
+    cmap = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+
+    def band(ax, xs, per_seed, color, label):
+        mean = [sum(v) / len(v) for v in per_seed]
+        ax.plot(xs, mean, color=color, lw=1.8, marker="o" if len(xs) < 6 else None, label=label)
+        if max(len(v) for v in per_seed) > 1:
+            ax.fill_between(xs, [min(v) for v in per_seed], [max(v) for v in per_seed], color=color, alpha=0.15, lw=0)
+
+    for i, preset in enumerate(presets):
+        rs = [r for r in results if r["preset"] == preset]
+        color, label = cmap(i % 10), f"{preset} ({len(rs)} seed{'s' if len(rs) > 1 else ''})"
+        ent = [dict(series(metrics[r["run"]], "actor/entropy")) for r in rs]
+        xs = sorted(set.intersection(*(set(e) for e in ent)))
+        band(axes[0], xs, [[e[x] for e in ent] for x in xs], color, label)
+        for ax, key in zip(axes[1:], ("decision_entropy", "sampled_token_entropy", "greedy_avg_at_1")):
+            xs = [0, rs[0]["heldout"]["middle"]["step"], rs[0]["heldout"]["end"]["step"]]
+            vals = [[start[key]] * len(rs)] + [[r["heldout"][lab][key] for r in rs] for lab in ("middle", "end")]
+            band(ax, xs, vals, color, label)
+    titles = ("training batch: mean token entropy (nats)", "held-out: decision entropy H(first 2 tokens)",
+              "held-out: mean token entropy of samples", "held-out: greedy avg@1")
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=8, frameon=False)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+PAIRED = {  # per-seed differences to GRPO reported in the summary
+    "mean_entropy_end": lambda r: r["mean_entropy"]["end"],
+    "decision_entropy_end": lambda r: r["heldout"]["end"]["decision_entropy"],
+    "greedy_avg_at_1_end": lambda r: r["heldout"]["end"]["greedy_avg_at_1"],
+    "pass_at_8_end": lambda r: r["heldout"]["end"]["pass_at_k"].get("8", float("nan")),
+}
+
+
+def markdown_tables(results: list[dict], start: dict, summary: dict) -> str:
+    """The per-run and per-preset tables of docs/science.md, from the measured values."""
+    f3 = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+
+    def ci(iv: dict, fmt: str = "{:.3f}") -> str:
+        lo_hi = f" [{fmt.format(iv['ci95'][0])}, {fmt.format(iv['ci95'][1])}]" if iv.get("ci95") else ""
+        return fmt.format(iv["mean"]) + lo_hi
+
+    lines = ["| run | H̄ train start / mid / end | steps to ½ | \\|H − H*\\| 2nd half | H_dec held-out 0 / mid / end "
+             "| H_tok held-out end | greedy avg@1 end [95% CI] | pass@8 end | reward start→end | α end | wall s |",
+             "|---" * 11 + "|"]
+    for r in results:
+        h, mid, end = r["mean_entropy"], r["heldout"]["middle"], r["heldout"]["end"]
+        ref = "" if r["tracking_target"] == "aer/target_entropy" else " (ref.)"
+        rew = r.get("train_reward") or {}
+        alpha = "–" if r["aer_alpha_end"] is None else f"{r['aer_alpha_end']:.4f}"
+        lines.append(
+            f"| {r['run']} | {f3(h['start'])} / {f3(h['middle'])} / {f3(h['end'])} | {r['steps_to_half_entropy'] or '–'} "
+            f"| {r['tracking_error_2nd_half']:.4f}{ref} | {start['decision_entropy']:.3f} / {mid['decision_entropy']:.3f} / "
+            f"{end['decision_entropy']:.3f} | {end['sampled_token_entropy']:.3f} | {end['greedy_avg_at_1']:.3f} "
+            f"[{end['greedy_ci95'][0]:.2f}, {end['greedy_ci95'][1]:.2f}] | {end['pass_at_k'].get('8', float('nan')):.3f} "
+            f"| {rew.get('start', float('nan')):.2f}→{rew.get('end', float('nan')):.2f} "
+            f"| {alpha} | {r['wall_s']:.0f} |")
+    lines += ["", "| preset | seeds | H̄ train end | H_dec held-out end | greedy avg@1 end | pass@8 end "
+              "| \\|H − H*\\| 2nd half |", "|---" * 7 + "|"]
+    for preset, sm in summary.items():
+        lines.append(f"| {preset} | {len(sm['seeds'])} | {ci(sm['mean_entropy_end'])} | {ci(sm['decision_entropy_end'])} "
+                     f"| {ci(sm['greedy_avg_at_1_end'])} | {ci(sm['pass_at_8_end'])} "
+                     f"| {ci(sm['tracking_error_2nd_half'], '{:.4f}')} |")
+    paired = {p: sm["minus_grpo_paired"] for p, sm in summary.items() if "minus_grpo_paired" in sm}
+    if paired:
+        lines += ["", "| preset − grpo, paired by seed | H̄ train end | H_dec held-out end | greedy avg@1 end | pass@8 end |",
+                  "|---" * 5 + "|"]
+        for preset, d in paired.items():
+            lines.append(f"| {preset} (n = {d['greedy_avg_at_1_end']['n']}) | "
+                         + " | ".join(ci(d[k], "{:+.3f}") for k in PAIRED) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------ main
@@ -336,8 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         g["steps"] = a.steps
     overrides = [*g["overrides"], *a.overrides]
     out = os.path.abspath(a.out)
-    json_path = a.json or (os.path.join(RESULTS, "entropy_dynamics.json") if out == DEFAULT_OUT
-                           else os.path.join(out, "entropy_dynamics.json"))
+    tag = g.pop("tag", None)
+    stem = "entropy_dynamics" + (f"_{tag}" if tag else "")
+    json_path = a.json or os.path.join(RESULTS if out == DEFAULT_OUT else out, f"{stem}.json")
     t_all = time.time()
 
     # 1. task, tokenizer, model, warm start: cached, so every run starts from the same weights
@@ -358,18 +434,23 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. RL runs
     jobs = [(p, s) for s in g["seeds"] for p in g["presets"]]
+    config = {"steps": g["steps"], "data": key, "overrides": overrides}
     results, fresh_secs = [], []
     for i, (preset, seed) in enumerate(jobs):
-        name = f"{preset}-s{seed}"
+        name = f"{preset}-s{seed}" + ("" if g["steps"] == STANDARD_STEPS else f"-{g['steps']}steps")
         work = os.path.join(out, "runs", name)
         res_path = os.path.join(work, "result.json")
         if os.path.exists(res_path):
             res = json.load(open(res_path))
-            if res.get("config") == {"steps": g["steps"], "data": key, "overrides": overrides}:
-                results.append(res)
-                print(f"[entropy-dynamics] {i + 1}/{len(jobs)} {name}: reused {res_path}", flush=True)
-                continue
-        if os.path.isdir(work):
+            if res.get("config") != config:
+                differ = [k for k in config if (res.get("config") or {}).get(k) != config[k]]
+                raise SystemExit(f"{res_path}: a finished run with another configuration ({', '.join(differ)}: "
+                                 f"{[(res.get('config') or {}).get(k) for k in differ]} here, {[config[k] for k in differ]} "
+                                 "asked); use another --out, or delete that folder to rerun it")
+            results.append(res)
+            print(f"[entropy-dynamics] {i + 1}/{len(jobs)} {name}: reused {res_path}", flush=True)
+            continue
+        if os.path.isdir(work):  # a run that did not finish: start it again
             shutil.rmtree(work)
         eta = (sum(fresh_secs) / len(fresh_secs) * (len(jobs) - i)) if fresh_secs else None
         print(f"[entropy-dynamics] {i + 1}/{len(jobs)} {name}: {g['steps']} steps ... elapsed "
@@ -394,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         end = res["heldout"]["end"]
         end["greedy_ci95"] = wilson(end["greedy_avg_at_1"], len(rows))
         res["wall_s"] = round(time.time() - t0, 1)
-        res["config"] = {"steps": g["steps"], "data": key, "overrides": overrides}
+        res["config"] = config
         json.dump(res, open(res_path, "w"), indent=1)
         fresh_secs.append(res["wall_s"])
         results.append(res)
@@ -405,17 +486,18 @@ def main(argv: list[str] | None = None) -> int:
     # 3. figures: the run report for all runs side by side, plus the held-out entropies
     from entropy_rl.report import build_report
 
-    report_dir = os.path.join(out, "report")
+    report_dir = os.path.join(out, "report" + (f"_{tag}" if tag else ""))
     metrics = [os.path.join(out, "runs", r["run"], "metrics.jsonl") for r in results]
     rep = build_report(metrics, report_dir, labels=[r["run"] for r in results])
-    decision_png = os.path.join(report_dir, "decision_entropy.png")
-    decision_figure(results, start, decision_png)
+    presets_png = os.path.join(report_dir, "presets.png")
+    preset_figure(results, start, {r["run"]: read_metrics(m) for r, m in zip(results, metrics)}, presets_png)
     # validation / pass_at_k stay empty: the runs do not validate (held-out evaluation is ours)
-    figures = [rep["images"][n] for n in ("entropy", "aer", "sent", "curriculum")] + [decision_png]
+    figures = [rep["images"][n] for n in ("entropy", "aer", "sent", "curriculum")] + [presets_png]
     if out == DEFAULT_OUT:
-        os.makedirs(DOC_FIGURES, exist_ok=True)
+        doc_dir = os.path.join(DOC_FIGURES, tag) if tag else DOC_FIGURES
+        os.makedirs(doc_dir, exist_ok=True)
         for f in figures:
-            shutil.copy(f, DOC_FIGURES)
+            shutil.copy(f, doc_dir)
 
     # 4. per-preset summaries across seeds (intervals: 95% t-interval over seeds)
     summary = {}
@@ -429,16 +511,29 @@ def main(argv: list[str] | None = None) -> int:
             "pass_at_8_end": interval([r["heldout"]["end"]["pass_at_k"].get("8", float("nan")) for r in rs]),
             "tracking_error_2nd_half": interval([r["tracking_error_2nd_half"] for r in rs]),
         }
+        # paired by seed (same data order, scoring and rollout seeds): tighter than comparing
+        # the two unpaired intervals when seeds differ more than methods
+        base = {r["seed"]: r for r in results if r["preset"] == "grpo"}
+        pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
+        if preset != "grpo" and pairs:
+            summary[preset]["minus_grpo_paired"] = {
+                name: interval([get(r) - get(b) for r, b in pairs]) for name, get in PAIRED.items()}
     payload = {
         "machine": machine_info(), "grid": a.grid, "presets": list(g["presets"]), "seeds": list(g["seeds"]),
         "settings": {**g, "overrides": overrides, "backend": "conf/backend/cpu.yaml",
                      "entropy_window_steps": WINDOW, "reference_rho": RHO},
         "warm_start": {**info, "heldout": start}, "runs": results, "summary": summary,
+        # this invocation (reused runs cost nothing) and every run as measured when it ran
         "wall_s_total": round(time.time() - t_all, 1),
+        "wall_s_runs": round(sum(r["wall_s"] for r in results), 1),
+        "runs_reused": len(results) - len(fresh_secs),
     }
     os.makedirs(os.path.dirname(json_path), exist_ok=True)
     with open(json_path, "w") as f:
         json.dump(payload, f, indent=1)
+    tables_md = os.path.join(report_dir, "tables.md")
+    with open(tables_md, "w") as f:
+        f.write(markdown_tables(results, start, summary))
 
     rows_t = [{
         "run": r["run"], "H start": r["mean_entropy"]["start"], "H mid": r["mean_entropy"]["middle"],
@@ -450,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     } for r in results]
     print("\n" + table(rows_t, list(rows_t[0])))
     where = {"metrics": os.path.join(out, "runs", "<run>", "metrics.jsonl"), "figures": f"{report_dir} ({rep['html']})",
-             "JSON": json_path}
+             "JSON": json_path, "tables (markdown)": tables_md}
     print(f"\n[entropy-dynamics] done in {time.time() - t_all:.0f}s\n"
           + "\n".join(f"[entropy-dynamics] {k}: {v}" for k, v in where.items()))
     return 0

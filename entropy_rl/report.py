@@ -215,8 +215,13 @@ def _no_data(ax, what: str) -> None:
 
 
 def _colors(runs: Sequence[Run]) -> dict[str, Any]:
-    cmap = plt.get_cmap("tab10")
-    return {r.label: cmap(i % 10) for i, r in enumerate(runs)}
+    """A distinct colour per run: tab10, tab20 for up to 20 runs, then samples of turbo."""
+    n = len(runs)
+    if n <= 20:
+        cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+        return {r.label: cmap(i) for i, r in enumerate(runs)}
+    cmap = plt.get_cmap("turbo")
+    return {r.label: cmap(i / (n - 1)) for i, r in enumerate(runs)}
 
 
 def _style(ax, title: str, ylabel: str, xlabel: str = "step") -> None:
@@ -227,7 +232,11 @@ def _style(ax, title: str, ylabel: str, xlabel: str = "step") -> None:
 
 
 def _legend(ax) -> None:
-    if ax.get_legend_handles_labels()[0]:
+    handles = ax.get_legend_handles_labels()[0]
+    if len(handles) > 8:  # a grid of runs: beside the axes, where it hides no data
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  ncol=1 + len(handles) // 24)
+    elif handles:
         ax.legend(fontsize=8, frameon=False)
 
 

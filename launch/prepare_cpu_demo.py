@@ -156,7 +156,7 @@ def warm_start(model, tokenizer, steps: int, batch: int, lr: float, slip: float,
         opt.zero_grad()
         loss.backward()
         opt.step()
-        loss_v = float(loss)
+        loss_v = float(loss.detach())
         if step % 25 == 0 or step == steps - 1:
             el = time.time() - t0
             eta = el / (step + 1) * (steps - step - 1)

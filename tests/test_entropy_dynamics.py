@@ -19,7 +19,7 @@ def test_quick_grid_writes_table_and_figures(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, (p.stdout + p.stderr)[-6000:]
     res = json.loads((tmp_path / "entropy_dynamics.json").read_text())
-    assert [r["run"] for r in res["runs"]] == ["grpo-s0", "aer-s0"]
+    assert [r["run"] for r in res["runs"]] == ["grpo-s0-3steps", "aer-s0-3steps"]  # not a standard 30-step run
     for r in res["runs"]:
         vals = [*r["mean_entropy"].values(), r["tracking_error_2nd_half"], r["wall_s"]]
         for label in ("middle", "end"):
@@ -28,5 +28,12 @@ def test_quick_grid_writes_table_and_figures(tmp_path):
         assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals), r
         assert r["steps"] == 3
     assert res["runs"][1]["tracking_target"] == "aer/target_entropy"
-    for name in ("entropy", "aer", "decision_entropy"):
+    for name in ("entropy", "aer", "presets"):
         assert (tmp_path / "report" / f"{name}.png").stat().st_size > 0
+
+    # a finished run is never thrown away: asking for another configuration in its folder is an error
+    p = subprocess.run([sys.executable, "bench/entropy_dynamics.py", "--grid", "quick", "--out", str(tmp_path),
+                        "actor_rollout_ref.actor.optim.lr=1e-4"], cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert p.returncode != 0
+    assert "grpo-s0-3steps/result.json: a finished run with another configuration (overrides:" in p.stderr, p.stderr[-3000:]
+    assert (tmp_path / "runs" / "grpo-s0-3steps" / "result.json").exists()
