@@ -327,15 +327,21 @@ def fig_curriculum(runs: Sequence[Run]):
     return fig
 
 
+def _per_benchmark(benches: Sequence[str], missing: str):
+    """A figure with one panel per benchmark (one panel saying what is missing when none)."""
+    n = max(1, len(benches))
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4), squeeze=False)
+    if not benches:
+        _no_data(axes[0][0], missing)
+    return fig, axes[0]
+
+
 def fig_validation(runs: Sequence[Run]):
     c = _colors(runs)
     curves = {r.label: validation_curves(r) for r in runs}
     benches = sorted({b for cv in curves.values() for b in cv})
-    n = max(1, len(benches))
-    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4), squeeze=False)
-    if not benches:
-        _no_data(axes[0][0], "validation metrics (val-core/<benchmark>/acc/mean@k)")
-    for ax, bench in zip(axes[0], benches):
+    fig, axes = _per_benchmark(benches, "validation metrics (val-core/<benchmark>/acc/mean@k)")
+    for ax, bench in zip(axes, benches):
         for r in runs:
             by_k = curves[r.label].get(bench, {})
             for k, (xs, ys) in sorted(by_k.items()):
@@ -351,11 +357,8 @@ def fig_pass_at_k(runs: Sequence[Run]):
     c = _colors(runs)
     finals = {r.label: final_pass_at_k(r) for r in runs}
     benches = sorted({b for _, f in finals.values() for b in f})
-    n = max(1, len(benches))
-    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4), squeeze=False)
-    if not benches:
-        _no_data(axes[0][0], "an evaluation JSON or validation best@k")
-    for ax, bench in zip(axes[0], benches):
+    fig, axes = _per_benchmark(benches, "an evaluation JSON or validation best@k")
+    for ax, bench in zip(axes, benches):
         for r in runs:
             src, f = finals[r.label]
             pts = sorted(f.get(bench, {}).items())
