@@ -342,7 +342,7 @@ def preset_figure(results: list[dict], start: dict, metrics: dict[str, dict[int,
     plt.close(fig)
 
 
-PAIRED = {  # per-seed differences to GRPO reported in the summary
+END_VALUES = {  # per preset: their interval over seeds, and the paired difference to GRPO
     "mean_entropy_end": lambda r: r["mean_entropy"]["end"],
     "decision_entropy_end": lambda r: r["heldout"]["end"]["decision_entropy"],
     "greedy_avg_at_1_end": lambda r: r["heldout"]["end"]["greedy_avg_at_1"],
@@ -385,7 +385,7 @@ def markdown_tables(results: list[dict], start: dict, summary: dict) -> str:
                   "|---" * 5 + "|"]
         for preset, d in paired.items():
             lines.append(f"| {preset} (n = {d['greedy_avg_at_1_end']['n']}) | "
-                         + " | ".join(ci(d[k], "{:+.3f}") for k in PAIRED) + " |")
+                         + " | ".join(ci(d[k], "{:+.3f}") for k in END_VALUES) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -501,23 +501,20 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. per-preset summaries across seeds (intervals: 95% t-interval over seeds)
     summary = {}
+    # paired by seed (same data order, scoring and rollout seeds): tighter than comparing the
+    # two unpaired intervals when seeds differ more than methods
+    base = {r["seed"]: r for r in results if r["preset"] == "grpo"}
     for preset in g["presets"]:
         rs = [r for r in results if r["preset"] == preset]
         summary[preset] = {
             "seeds": [r["seed"] for r in rs],
-            "mean_entropy_end": interval([r["mean_entropy"]["end"] for r in rs]),
-            "decision_entropy_end": interval([r["heldout"]["end"]["decision_entropy"] for r in rs]),
-            "greedy_avg_at_1_end": interval([r["heldout"]["end"]["greedy_avg_at_1"] for r in rs]),
-            "pass_at_8_end": interval([r["heldout"]["end"]["pass_at_k"].get("8", float("nan")) for r in rs]),
+            **{name: interval([get(r) for r in rs]) for name, get in END_VALUES.items()},
             "tracking_error_2nd_half": interval([r["tracking_error_2nd_half"] for r in rs]),
         }
-        # paired by seed (same data order, scoring and rollout seeds): tighter than comparing
-        # the two unpaired intervals when seeds differ more than methods
-        base = {r["seed"]: r for r in results if r["preset"] == "grpo"}
         pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
         if preset != "grpo" and pairs:
             summary[preset]["minus_grpo_paired"] = {
-                name: interval([get(r) - get(b) for r, b in pairs]) for name, get in PAIRED.items()}
+                name: interval([get(r) - get(b) for r, b in pairs]) for name, get in END_VALUES.items()}
     payload = {
         "machine": machine_info(), "grid": a.grid, "presets": list(g["presets"]), "seeds": list(g["seeds"]),
         "settings": {**g, "overrides": overrides, "backend": "conf/backend/cpu.yaml",
