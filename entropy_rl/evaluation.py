@@ -3,8 +3,12 @@
 The SENT paper reports, per benchmark (AIME24, AIME25, AMC23, MATH500, OlympiadBench,
 Minerva) and k = 8/16/32:
 
-- **Avg@k** — mean per-sample accuracy over k samples per problem, averaged over problems
-  (:func:`avg_at_k`; we use each problem's first k samples);
+- **Avg@k** — mean per-sample accuracy of the k samples drawn per problem, averaged over
+  problems (:func:`avg_at_k`). With n ≥ k samples it is the mean over all n: each sample is
+  an unbiased draw of the per-sample accuracy, so using only the first k would throw samples
+  away and make Avg@k disagree with Pass@1 on the same run. Avg@k therefore equals Pass@1
+  (the unbiased estimator below at k = 1) whatever k and n are; k only sets the minimum
+  number of samples a problem must have;
 - **Pass@k** — the probability that at least one of k samples is correct, estimated
   without bias from n >= k samples with c correct: 1 − C(n−c, k)/C(n, k)
   (Chen et al. 2021, "Evaluating Large Language Models Trained on Code"),
@@ -83,10 +87,14 @@ def _check_k(rows: list[list[bool]], k: int, what: str) -> int:
 
 
 def avg_at_k(correct_matrix: Iterable[Sequence[Any]], k: int) -> float:
-    """Avg@k: mean over problems of the accuracy of each problem's first ``k`` samples."""
+    """Avg@k: mean over problems of the accuracy over *all* of each problem's n >= k samples.
+
+    Equal to Pass@1 (:func:`mean_pass_at_k` with k = 1) for any n: c/n is the unbiased
+    per-sample accuracy. Every problem needs at least ``k`` samples.
+    """
     rows = _rows(correct_matrix)
-    k = _check_k(rows, k, "avg_at_k")
-    return math.fsum(sum(row[:k]) / k for row in rows) / len(rows)
+    _check_k(rows, k, "avg_at_k")
+    return math.fsum(sum(row) / len(row) for row in rows) / len(rows)
 
 
 def mean_pass_at_k(correct_matrix: Iterable[Sequence[Any]], k: int) -> float:

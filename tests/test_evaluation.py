@@ -11,6 +11,8 @@ from fractions import Fraction
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from entropy_rl.evaluation import avg_at_k, format_table, mean_pass_at_k, parse_ks, pass_at_k, summarize
 
@@ -83,10 +85,29 @@ MATRIX = [
 ]
 
 
-def test_avg_at_k_uses_first_k_samples():
-    assert avg_at_k(MATRIX, 1) == pytest.approx((1 + 0 + 1) / 3)
-    assert avg_at_k(MATRIX, 2) == pytest.approx((0.5 + 0.0 + 1.0) / 3)
-    assert avg_at_k(MATRIX, 4) == pytest.approx((0.75 + 0.25 + 1.0) / 3)
+def test_avg_at_k_is_the_mean_over_all_samples():
+    # problem accuracies over all 4 samples: 3/4, 1/4, 4/4, whatever k is
+    for k in (1, 2, 4):
+        assert avg_at_k(MATRIX, k) == pytest.approx((0.75 + 0.25 + 1.0) / 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.booleans(), min_size=1, max_size=40), min_size=1, max_size=12), st.data())
+def test_avg_at_1_equals_pass_at_1_for_any_n(matrix, data):
+    """The same run must not report two different single-sample accuracies: avg@k from all n
+    samples (any n >= k, rows of different n included) equals the unbiased pass@1."""
+    k = data.draw(st.integers(1, min(len(r) for r in matrix)))
+    assert avg_at_k(matrix, 1) == pytest.approx(mean_pass_at_k(matrix, 1), abs=1e-12)
+    assert avg_at_k(matrix, k) == pytest.approx(mean_pass_at_k(matrix, 1), abs=1e-12)
+    s = summarize({"b": matrix}, [1, k])
+    assert s["benchmarks"]["b"]["avg@1"] == pytest.approx(s["benchmarks"]["b"]["pass@1"], abs=1e-12)
+
+
+def test_avg_at_1_uses_every_sample_not_the_first():
+    # 32 samples, 3 correct, none of them first: the first-sample rule would say 0
+    rows = [[0] * 29 + [1, 1, 1], [0] * 32]
+    assert avg_at_k(rows, 1) == pytest.approx(3 / 64)
+    assert avg_at_k(rows, 1) == pytest.approx(mean_pass_at_k(rows, 1))
 
 
 def test_mean_pass_at_k_over_problems():
@@ -132,8 +153,8 @@ def test_summarize_per_benchmark_mean_and_headline():
     assert s["ks"] == [2, 4]
     a, m = s["benchmarks"]["aime24"], s["benchmarks"]["math500"]
     assert a["n_problems"] == 2 and m["n_problems"] == 4 and a["n_samples"] == 4
-    assert a["avg@2"] == pytest.approx(0.25)
-    assert m["avg@2"] == pytest.approx((1 + 1 + 0.5 + 0.5) / 4)
+    assert a["avg@2"] == a["avg@4"] == pytest.approx((0.25 + 0.0) / 2)  # all 4 samples, for every k
+    assert m["avg@2"] == pytest.approx((1 + 0.5 + 0.25 + 0.5) / 4)
     assert a["pass@2"] == pytest.approx(float(exact_pass_at_k(4, 1, 2)) / 2)
     want_m_pass2 = (1 + exact_pass_at_k(4, 2, 2) + exact_pass_at_k(4, 1, 2) + exact_pass_at_k(4, 2, 2)) / 4
     assert m["pass@2"] == pytest.approx(float(want_m_pass2))
@@ -164,11 +185,11 @@ def test_format_table():
     lines = t.splitlines()
     assert lines[0].split() == ["benchmark", "n", "avg@2", "avg@4", "pass@2", "pass@4"]
     row = {ln.split()[0]: ln.split() for ln in lines[2:] if ln.split() and ln.split()[0] in ("aime24", "math500")}
-    assert row["aime24"][1:] == ["2", "25.00", "12.50", "25.00", "50.00"]
+    assert row["aime24"][1:] == ["2", "12.50", "12.50", "25.00", "50.00"]
     assert row["math500"][1:] == ["1", "100.00", "100.00", "100.00", "100.00"]
     mean_line = next(ln for ln in lines if ln.startswith("mean (2 benchmarks)"))
-    assert mean_line.split()[-4:] == ["62.50", "56.25", "62.50", "75.00"]
-    assert "headline" in lines[-1] and "Avg@k 59.38" in lines[-1] and "Pass@k 68.75" in lines[-1]
+    assert mean_line.split()[-4:] == ["56.25", "56.25", "62.50", "75.00"]
+    assert "headline" in lines[-1] and "Avg@k 56.25" in lines[-1] and "Pass@k 68.75" in lines[-1]
     assert len({len(ln) for ln in lines[:-1] if not set(ln) <= {"-"}}) == 1  # aligned
 
 
@@ -251,7 +272,7 @@ def test_end_to_end_hf_backend(tiny_model, data_file, tmp_path, capsys):
         assert b["n_problems"] == len(rows)
         for k in (2, 4, 8):
             want_pass = sum(exact_pass_at_k(n, sum(r), k) for r in rows) / len(rows)
-            want_avg = sum(Fraction(sum(r[:k]), k) for r in rows) / len(rows)
+            want_avg = sum(Fraction(sum(r), len(r)) for r in rows) / len(rows)
             assert b[f"pass@{k}"] == pytest.approx(float(want_pass), abs=1e-12)
             assert b[f"avg@{k}"] == pytest.approx(float(want_avg), abs=1e-12)
     for k in (2, 4, 8):
@@ -316,7 +337,8 @@ def test_scoring_and_aggregation_with_canned_responses(tmp_path, capsys):
     assert p[1]["correct"] == [True, True] + [False] * 6 and p[1]["preds"][2] == ""
     a = doc["summary"]["benchmarks"]["aime24"]
     assert a["pass@4"] == pytest.approx(((1 - 5 / 70) + (1 - 15 / 70)) / 2)
-    assert a["avg@1"] == pytest.approx(1.0) and a["avg@4"] == pytest.approx((0.75 + 0.5) / 2)
+    assert a["avg@1"] == a["avg@4"] == pytest.approx((3 / 8 + 2 / 8) / 2)
+    assert a["avg@1"] == pytest.approx(a["pass@1"], abs=1e-12)
     assert a["pass@8"] == 1.0 and a["pass@1"] == pytest.approx((3 / 8 + 2 / 8) / 2)
     assert doc["summary"]["benchmarks"]["math500"]["avg@8"] == 1.0
 
