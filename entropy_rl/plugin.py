@@ -20,9 +20,12 @@ def _load() -> None:
 
     register_platform()
     if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
-        from entropy_rl.cpu import activate
+        # submodules, not the package: this may run while entropy_rl.cpu itself is importing
+        from entropy_rl.cpu.platform import activate
+        from entropy_rl.cpu.rollout import register
 
         activate()
+        register()
 
 
 _load()

@@ -11,10 +11,14 @@
   short supervised pass on worked solutions of which 20% carry an arithmetic slip, so the
   sampled accuracy starts well above zero but below one and rewards, groups and semantic
   entropy all vary.
+- ``--vllm``: also a second model for veRL's vLLM rollout (``backend=cpu_vllm``), the same but
+  with 2 attention heads of 32 dims instead of 4 of 16: vLLM's CPU attention has no kernel for
+  head size 16. Both are kept so that the measurements made on the first one stay valid.
 
-    python launch/prepare_cpu_demo.py --out ~/data/entropy_rl/cpu_demo
+    python launch/prepare_cpu_demo.py --out ~/data/entropy_rl/cpu_demo [--vllm]
 
-writes ``model/`` (HF format, with tokenizer), ``train.parquet`` and ``test.parquet``.
+writes ``model/`` (HF format, with tokenizer), ``model_vllm/`` with ``--vllm``, ``train.parquet``
+and ``test.parquet``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import time
 
@@ -72,13 +77,14 @@ def make_tokenizer():
     return hf
 
 
-def make_model(tokenizer, hidden: int = 64, layers: int = 2, seed: int = 0, intermediate: int | None = None):
+def make_model(tokenizer, hidden: int = 64, layers: int = 2, seed: int = 0, intermediate: int | None = None,
+               heads: int = 4, kv_heads: int = 2):
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     cfg = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or 4 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=128, tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.eos_token_id,
     )
@@ -179,34 +185,61 @@ def sampled_accuracy(model, tokenizer, data: list[dict], n: int = 64, seed: int 
     return sum(scores) / len(scores)
 
 
-def prepare(out: str, n_train: int = 256, n_test: int = 64, steps: int = 1000, batch: int = 64, lr: float = 5e-3,
-            slip: float = 0.2, seed: int = 0, force: bool = False) -> dict:
-    out = os.path.expanduser(out)
-    done = os.path.join(out, "cpu_demo.json")
-    if os.path.exists(done) and not force:
-        with open(done) as f:
-            info = json.load(f)
-        print(f"[cpu-demo] already prepared at {out} (use --force to rebuild)")
-        return info
-    os.makedirs(out, exist_ok=True)
-    tokenizer = make_tokenizer()
-    model = make_model(tokenizer, seed=seed)
-    train, test = rows(n_train, seed, "train"), rows(n_test, seed + 7, "test")
+#: the second demo model, for vLLM: head size 32 (2 heads x 32 = hidden 64)
+VLLM_MODEL = dict(dir="model_vllm", heads=2, kv_heads=1)
+
+
+def _warm_model(out: str, tokenizer, test: list[dict], steps: int, batch: int, lr: float, slip: float, seed: int,
+                dirname: str, **shape) -> dict:
+    model = make_model(tokenizer, seed=seed, **shape)
     t0 = time.time()
     loss = warm_start(model, tokenizer, steps, batch, lr, slip, seed)
     acc = sampled_accuracy(model, tokenizer, test)
-    model.save_pretrained(os.path.join(out, "model"))
-    tokenizer.save_pretrained(os.path.join(out, "model"))
-    for name, data in (("train", train), ("test", test)):
-        tmp = os.path.join(out, f".{name}.parquet.tmp")
-        pd.DataFrame(data).to_parquet(tmp, index=False)
-        os.replace(tmp, os.path.join(out, f"{name}.parquet"))
+    tmp, dest = os.path.join(out, f".{dirname}.tmp"), os.path.join(out, dirname)
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)  # a model directory appears complete or not at all
     info = {"parameters": sum(p.numel() for p in model.parameters()), "warm_start_steps": steps,
-            "warm_start_loss": loss, "sampled_accuracy": acc, "seconds": round(time.time() - t0, 1),
-            "train_rows": n_train, "test_rows": n_test}
-    with open(done, "w") as f:
+            "warm_start_loss": loss, "sampled_accuracy": acc, "seconds": round(time.time() - t0, 1), **shape}
+    print(f"[cpu-demo] {dirname}/ ({info['parameters']} parameters, sampled accuracy {acc:.2f}) written to {out}")
+    return info
+
+
+def prepare(out: str, n_train: int = 256, n_test: int = 64, steps: int = 1000, batch: int = 64, lr: float = 5e-3,
+            slip: float = 0.2, seed: int = 0, force: bool = False, vllm: bool = False) -> dict:
+    """Build what is missing (everything with ``force``); returns the ``cpu_demo.json`` record."""
+    out = os.path.expanduser(out)
+    done = os.path.join(out, "cpu_demo.json")
+    info: dict = {}
+    if os.path.exists(done) and not force:
+        with open(done) as f:
+            info = json.load(f)
+        if not vllm or "vllm_model" in info:
+            print(f"[cpu-demo] already prepared at {out} (use --force to rebuild)")
+            return info
+    os.makedirs(out, exist_ok=True)
+    test = rows(n_test, seed + 7, "test")
+    if not info:
+        tokenizer = make_tokenizer()
+        train = rows(n_train, seed, "train")
+        info = _warm_model(out, tokenizer, test, steps, batch, lr, slip, seed, "model")
+        for name, data in (("train", train), ("test", test)):
+            tmp = os.path.join(out, f".{name}.parquet.tmp")
+            pd.DataFrame(data).to_parquet(tmp, index=False)
+            os.replace(tmp, os.path.join(out, f"{name}.parquet"))
+        info.update(train_rows=n_train, test_rows=n_test)
+    if vllm:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(os.path.join(out, "model"))
+        shape = {k: v for k, v in VLLM_MODEL.items() if k != "dir"}
+        info["vllm_model"] = _warm_model(out, tokenizer, test, steps, batch, lr, slip, seed, VLLM_MODEL["dir"], **shape)
+    tmp = done + ".tmp"
+    with open(tmp, "w") as f:
         json.dump(info, f, indent=1)
-    print(f"[cpu-demo] model ({info['parameters']} parameters, sampled accuracy {acc:.2f}) and data written to {out}")
+    os.replace(tmp, done)
     return info
 
 
@@ -219,8 +252,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--test-rows", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--vllm", action="store_true", help="also build model_vllm/ for backend=cpu_vllm (head size 32)")
     a = ap.parse_args(argv)
-    prepare(a.out, a.train_rows, a.test_rows, a.steps, seed=a.seed, force=a.force)
+    prepare(a.out, a.train_rows, a.test_rows, a.steps, seed=a.seed, force=a.force, vllm=a.vllm)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +27,18 @@ def demo(tmp_path_factory):
     return data
 
 
+@pytest.fixture(scope="session")
+def demo_vllm(demo):
+    """The demo plus ``model_vllm/`` (head size 32, what vLLM's CPU attention supports)."""
+    sys.path.insert(0, os.path.join(ROOT, "launch"))
+    try:
+        import prepare_cpu_demo
+    finally:
+        sys.path.pop(0)
+    prepare_cpu_demo.prepare(str(demo / "cpu_demo"), n_train=TRAIN_ROWS, n_test=16, steps=300, vllm=True)
+    return demo
+
+
 def read_steps(path: Path) -> dict[int, dict]:
     """veRL's file-logger JSON lines → {step: metrics}."""
     steps: dict[int, dict] = {}
@@ -34,6 +47,30 @@ def read_steps(path: Path) -> dict[int, dict]:
             rec = json.loads(line)
             steps.setdefault(rec["step"], {}).update(rec["data"])
     return steps
+
+
+def run_main(demo, workdir, *overrides, timeout=420, backend="cpu"):
+    """One training process; returns (returncode, output, metrics per step)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    metrics = workdir / "metrics.jsonl"
+    env = {
+        **os.environ,
+        "ENTROPY_RL_DATA": str(demo),
+        "VERL_FILE_LOGGER_PATH": str(metrics),
+        "PYTHONPATH": ROOT,
+        "RAY_DEDUP_LOGS": "0",
+    }
+    env.pop("VERL_PLATFORM", None)
+    cmd = [
+        sys.executable, "-m", "recipe.sent.main", f"backend={backend}",
+        f"trainer.default_local_dir={workdir / 'ckpt'}",
+        f"entropy_rl.scoring.cache_dir={workdir.parent / 'score_cache'}",
+        f"hydra.run.dir={workdir / 'hydra'}",
+        "trainer.val_before_train=false", "trainer.test_freq=-1",
+        *overrides,
+    ]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout + p.stderr, read_steps(metrics)
 
 
 def pytest_addoption(parser):

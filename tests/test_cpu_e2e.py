@@ -7,41 +7,13 @@ scoring cache and the process output.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import read_steps
+from tests.conftest import run_main as run
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 pytestmark = pytest.mark.e2e
-
-
-def run(demo, workdir, *overrides, timeout=420):
-    """One training process; returns (returncode, output, metrics per step)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    metrics = workdir / "metrics.jsonl"
-    env = {
-        **os.environ,
-        "ENTROPY_RL_DATA": str(demo),
-        "VERL_FILE_LOGGER_PATH": str(metrics),
-        "PYTHONPATH": ROOT,
-        "RAY_DEDUP_LOGS": "0",
-    }
-    env.pop("VERL_PLATFORM", None)
-    cmd = [
-        sys.executable, "-m", "recipe.sent.main", "backend=cpu",
-        f"trainer.default_local_dir={workdir / 'ckpt'}",
-        f"entropy_rl.scoring.cache_dir={workdir.parent / 'score_cache'}",
-        f"hydra.run.dir={workdir / 'hydra'}",
-        "trainer.val_before_train=false", "trainer.test_freq=-1",
-        *overrides,
-    ]
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    return p.returncode, p.stdout + p.stderr, read_steps(metrics)
 
 
 def assert_ok(rc, out):

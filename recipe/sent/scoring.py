@@ -361,8 +361,10 @@ def run_scoring(
         raise ValueError(f"entropy_rl.scoring.estimator must be 'likelihood' or 'count', got {estimator!r}")
     out: dict[int, dict[str, float]] = {}
     progress = Progress(num_rows, "semantic-entropy scoring")
+    without_lp = 0  # groups the likelihood estimator had to score by counts
     for rows, payload in batches:
         texts, lps = generate(payload)
+        without_lp += len(rows) if lps is None else 0
         if len(texts) != len(rows):
             raise RuntimeError(f"scoring: generate returned {len(texts)} groups for {len(rows)} prompts")
         for j, row in enumerate(rows):
@@ -372,6 +374,12 @@ def run_scoring(
             use_lp = estimator == "likelihood" and lps is not None
             out[row] = score_group(texts[j], golds[row] if golds is not None else None, lps[j] if use_lp else None)
         progress.update(len(rows))
+    if estimator == "likelihood":
+        # p(c) from the rollout's sequence log-probs; said out loud, so a rollout that returns
+        # none (calculate_log_probs=false) is not mistaken for a likelihood-scored run
+        print(f"[semantic-entropy scoring] estimator likelihood: {len(out) - without_lp} of {len(out)} prompts "
+              f"from the rollout's log-probs" + (f", {without_lp} by counts (the rollout returned no log-probs)"
+                                                 if without_lp else ""), flush=True)
     missing = [r for r in range(num_rows) if r not in out]
     if missing:
         raise RuntimeError(f"scoring: {len(missing)} rows never scored (first: {missing[:5]})")
