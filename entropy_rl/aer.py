@@ -11,7 +11,12 @@ The paper's three components, each switchable so every ablation row is one overr
      - ``"none"``: w = 1 for every prompt (the "without allocation" ablation).
    With ``normalize_weights`` the weights are rescaled to mean 1 over the batch's responses,
    so α_t keeps the meaning "batch-average bonus coefficient" and the allocation ablation is
-   compared at equal total pressure.
+   compared at equal total pressure. Then every weight is capped at ``w_max``: normalising
+   alone is unbounded (a batch of 256 prompts of which 255 are always solved and one never
+   gives that one w = 256, i.e. a per-token coefficient of 25.6 at α_max = 0.1, enough to blow
+   its tokens' entropy up in one update). So e_t = α_t·w ≤ α_max·w_max always holds. Where the
+   cap binds the batch-average coefficient drops below α_t (total pressure is not moved onto
+   the easier prompts: they were given little on purpose).
 2. **Initial-anchored target** (``anchor``). H* = ρ·H₀ with ρ ∈ (0, 1): the abstract says
    balanced exploration keeps entropy in a moderate range *below* its initial level. H₀ is the
    mean batch token entropy of the first ``anchor_steps`` updates (a one-step H₀ is noisy, ±0.03
@@ -27,13 +32,22 @@ The per-token bonus coefficient is e_t = α_t · w(prompt of t); the loss subtra
 agg(e ⊙ H) (:func:`entropy_rl.losses.compute_policy_loss`).
 
 Defaults and why (the method section was not available to us; these are documented
-assumptions, measured only at toy scale in ``shared/entropy-probe.md``): ρ = 0.6, η = 0.1 per
+assumptions, measured only at toy scale in a feasibility probe, ``docs/paper_settings.md``): ρ = 0.6, η = 0.1 per
 nat, α ∈ [0, 0.1] — the probe's best-behaved setting held entropy at H* with a mean |H − H*|
 of 0.03 nats, while a looser cap (α ≤ 0.5, η = 0.2) overshot into an entropy spike. α_init = 0:
 the bonus only switches on once entropy falls below H*. λ = 0.5 smooths per-step noise
 without adding more than a step of lag. κ = 0.2: the probe found an integral-only update lags
 and oscillates; on the closed-loop test plant (tests/test_aer.py) the proportional term cut the
 mean |H − H*| from 0.024 to about 0.015 nats. ``kp: 0`` gives the probe's integral-only rule.
+
+w_max = 4 (the weight cap): with α_max = 0.1 the largest per-token coefficient is then 0.4,
+below the global α = 0.5 at which the probe's controller overshot into an entropy explosion,
+and within the 0.05–0.1 range where the probe saw a bonus act at all on prompts of weight
+≥ 1. And 4 leaves the allocation untouched in the batches it was designed for: with linear
+weights the largest weight is (1 − acc_min)/mean(1 − acc) ≤ 1/(1 − mean acc), so no weight
+is capped while the batch's mean accuracy is ≤ 0.75 (GRPO's useful regime); the cap only
+acts on nearly-solved batches, where a handful of failures would otherwise absorb the whole
+batch's bonus.
 """
 
 from __future__ import annotations
@@ -62,6 +76,7 @@ class AERConfig:
         eta: η, integral gain (α per nat of entropy error per step).
         kp: κ, proportional gain.
         alpha_min, alpha_max: bounds of α_t.
+        w_max: cap on every prompt weight w (after normalisation), so α_t·w ≤ α_max·w_max.
         ema: λ, smoothing of the measured entropy (0 = none).
     """
 
@@ -78,6 +93,7 @@ class AERConfig:
     kp: float = 0.2
     alpha_min: float = 0.0
     alpha_max: float = 0.1
+    w_max: float = 4.0
     ema: float = 0.5
 
     def __post_init__(self) -> None:
@@ -93,6 +109,9 @@ class AERConfig:
             raise ValueError(f"AERConfig needs 0 <= alpha_min <= alpha_max, got {self.alpha_min}, {self.alpha_max}")
         if not self.alpha_min <= self.alpha_init <= self.alpha_max:
             raise ValueError(f"AERConfig.alpha_init must lie in [alpha_min, alpha_max], got {self.alpha_init}")
+        if not (self.w_max >= 1.0 and math.isfinite(self.w_max)):
+            # below 1 the cap would also cut the average prompt of a normalised batch
+            raise ValueError(f"AERConfig.w_max must be a finite number >= 1, got {self.w_max}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"AERConfig.ema (λ) must be in [0, 1), got {self.ema}")
         if self.eta < 0 or self.kp < 0:
@@ -100,7 +119,7 @@ class AERConfig:
 
 
 def difficulty_weights(accuracy: torch.Tensor, cfg: AERConfig) -> torch.Tensor:
-    """w(acc) per response (or prompt), from its prompt's group accuracy in [0, 1].
+    """w(acc) per response (or prompt), from its prompt's group accuracy in [0, 1], at most ``w_max``.
 
     A NaN / ±inf accuracy raises ``ValueError`` naming its position: clamped or normalised it
     would turn every weight, and so the whole entropy bonus, into NaN. (A driver-side check
@@ -124,7 +143,7 @@ def difficulty_weights(accuracy: torch.Tensor, cfg: AERConfig) -> torch.Tensor:
     if cfg.normalize_weights:
         # mean 1 over the batch; an all-solved batch keeps all-zero weights (no bonus at all)
         w = w / torch.clamp(w.mean(), min=1e-12) * (w.sum() > 0)
-    return w
+    return torch.clamp(w, max=cfg.w_max)
 
 
 class AERController:
