@@ -11,10 +11,18 @@ with one optimizer state:
   take the extra rows); rows without a score (None / NaN) join the last or first stage
   (``missing_policy``) or raise ``ValueError`` naming the row (default); a negative,
   infinite or non-numeric score always raises ``ValueError`` naming the row;
-* one sampler epoch = stage 0 repeated ``stage_epochs`` times, then stage 1 repeated
-  ``stage_epochs`` times, ... (``__len__ = num_rows * stage_epochs``); each repetition is
-  a fresh within-stage shuffle (``shuffle_within_stage``, else ascending score). SENT's
-  "5 epochs per stage" is ``stage_epochs=5`` with ``trainer.total_epochs=1``;
+* one sampler epoch holds ``stage_epochs`` passes over every stage (``__len__ = num_rows *
+  stage_epochs``), ordered by ``schedule``:
+
+  - ``staged`` (SENT's release): stage 0 repeated ``stage_epochs`` times, then stage 1
+    repeated ``stage_epochs`` times, ... — the stage index never decreases. The release ran
+    each stage as its own job with ``trainer.total_epochs=5``; here that is ``stage_epochs=5``
+    with ``trainer.total_epochs=1`` (a larger ``total_epochs`` repeats the whole curriculum);
+  - ``interleaved``: stage 0, stage 1, ..., then again, ``stage_epochs`` times — low → high
+    inside every pass over the data, a different curriculum kept for comparison;
+
+  each repetition is a fresh within-stage shuffle (``shuffle_within_stage``, else ascending
+  score);
 * epoch e draws its shuffles from ``torch.Generator().manual_seed(seed + e)``; a new epoch
   starts when an iterator begins after the previous epoch was fully yielded (veRL calls
   no ``set_epoch``), or by ``set_epoch(e)``; it re-splits the stages from the current
@@ -30,7 +38,8 @@ Config, under ``data_config.curriculum`` (:class:`CurriculumConfig`)::
 
     score_key: semantic_entropy   # column, or dotted path into a dict column: extra_info.semantic_entropy
     num_stages: 2
-    stage_epochs: 1               # repetitions of each stage per sampler epoch (SENT: 5)
+    stage_epochs: 1               # passes over each stage per sampler epoch (SENT: 5)
+    schedule: staged              # staged (all passes of a stage, then the next) | interleaved
     seed: null                    # null: data_config.seed, else 1
     shuffle_within_stage: true
     missing_policy: error         # error | last_stage | first_stage
@@ -56,16 +65,29 @@ import torch
 from torch.utils.data import Sampler
 
 MissingPolicy = Literal["error", "last_stage", "first_stage"]
+Schedule = Literal["staged", "interleaved"]
 _STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
 class CurriculumConfig:
-    """Knobs of the curriculum (defaults: SENT's released scripts, one stage repetition)."""
+    """Knobs of the curriculum (defaults: SENT's released scripts, one stage repetition).
+
+    Attributes:
+        score_key: column holding H_SE (or a dotted path into a dict column).
+        num_stages: N, equal-count stages from low to high H_SE.
+        stage_epochs: passes over each stage in one sampler epoch (the release: 5).
+        schedule: ``"staged"`` (every pass of stage s before any row of stage s+1, the
+            release) or ``"interleaved"`` (one pass over every stage, low → high, repeated).
+        seed: seed of the within-stage shuffles.
+        shuffle_within_stage: shuffle each pass (else ascending score).
+        missing_policy: where unscored rows go, or ``"error"``.
+    """
 
     score_key: str = "semantic_entropy"
     num_stages: int = 2
     stage_epochs: int = 1
+    schedule: Schedule = "staged"
     seed: int = 1
     shuffle_within_stage: bool = True
     missing_policy: MissingPolicy = "error"
@@ -75,6 +97,8 @@ class CurriculumConfig:
             raise ValueError(f"curriculum.num_stages must be >= 1, got {self.num_stages}")
         if self.stage_epochs < 1:
             raise ValueError(f"curriculum.stage_epochs must be >= 1, got {self.stage_epochs}")
+        if self.schedule not in ("staged", "interleaved"):
+            raise ValueError(f"curriculum.schedule must be 'staged' or 'interleaved', got {self.schedule!r}")
         if self.missing_policy not in ("error", "last_stage", "first_stage"):
             raise ValueError(
                 "curriculum.missing_policy must be 'error', 'last_stage' or 'first_stage', "
@@ -242,13 +266,19 @@ class SemanticEntropyCurriculumSampler(Sampler[int]):
                 self._stage[i] = first_stage + k
             pos += cap
 
+    def _stage_sequence(self) -> list[int]:
+        """The stage of every pass in the epoch order (``schedule``)."""
+        n, reps = self.config.num_stages, self.config.stage_epochs
+        if self.config.schedule == "staged":
+            return [s for s in range(n) for _ in range(reps)]
+        return [s for _ in range(reps) for s in range(n)]
+
     def _blocks(self) -> list[tuple[int, int]]:
         """(stage, start position) of every stage repetition in the epoch order."""
         out, start = [], 0
-        for s, size in enumerate(self._stage_sizes):
-            for _ in range(self.config.stage_epochs):
-                out.append((s, start))
-                start += size
+        for s in self._stage_sequence():
+            out.append((s, start))
+            start += self._stage_sizes[s]
         return out
 
     def _arrange(self, rows: list[int], keys: list[tuple]) -> list[int]:
@@ -267,10 +297,9 @@ class SemanticEntropyCurriculumSampler(Sampler[int]):
         self._assign_stages()
         self._gen.manual_seed(self.config.seed + epoch)
         keys, order = self._keys(), []
-        for s in range(self.config.num_stages):
-            members = self._members(s)
-            for _ in range(self.config.stage_epochs):
-                order += self._arrange(members, keys)
+        members = {s: self._members(s) for s in range(self.config.num_stages)}
+        for s in self._stage_sequence():
+            order += self._arrange(members[s], keys)
         self._order = order
         self._yielded = 0
         self._restored = False
@@ -305,11 +334,22 @@ class SemanticEntropyCurriculumSampler(Sampler[int]):
     # ------------------------------------------------------------------ metrics
     @property
     def stage_boundaries(self) -> tuple[int, ...]:
-        """Positions in the epoch order where each stage starts, plus the end: stage s is [b[s], b[s+1])."""
+        """Positions in the epoch order where each stage starts, plus the end: stage s is [b[s], b[s+1]).
+
+        Only the ``staged`` schedule has one contiguous range per stage; see :attr:`pass_boundaries`.
+        """
+        if self.config.schedule != "staged":
+            raise ValueError("stage_boundaries: the interleaved schedule visits each stage several times; "
+                             "use pass_boundaries")
         b = [0]
         for size in self._stage_sizes:
             b.append(b[-1] + size * self.config.stage_epochs)
         return tuple(b)
+
+    @property
+    def pass_boundaries(self) -> tuple[tuple[int, int, int], ...]:
+        """(stage, start, end) of every pass over a stage, in the epoch order."""
+        return tuple((s, start, start + self._stage_sizes[s]) for s, start in self._blocks())
 
     @property
     def stage_sizes(self) -> tuple[int, ...]:
@@ -322,8 +362,11 @@ class SemanticEntropyCurriculumSampler(Sampler[int]):
     @property
     def current_stage(self) -> int:
         """Stage of the most recently yielded index (of the next one before any is yielded)."""
+        if not self._order:
+            return 0
         pos = max(self._yielded - 1, 0)
-        return bisect.bisect_right(self.stage_boundaries, pos) - 1 if self._order else 0
+        blocks = self._blocks()
+        return blocks[bisect.bisect_right([start for _, start in blocks], pos) - 1][0]
 
     def stage_of(self, index: int) -> int:
         """Stage the prompt ``index`` belongs to in the current epoch."""
@@ -413,6 +456,7 @@ class SemanticEntropyCurriculumSampler(Sampler[int]):
             "num_rows": self.num_rows,
             "num_stages": self.config.num_stages,
             "stage_epochs": self.config.stage_epochs,
+            "schedule": self.config.schedule,
             "epoch": self.epoch,
             "yielded": self._yielded,
             "order": torch.tensor(self._order, dtype=torch.int64),
@@ -429,10 +473,12 @@ class SemanticEntropyCurriculumSampler(Sampler[int]):
         if state.get("kind") != self.STATE_KIND or state.get("version") != _STATE_VERSION:
             raise ValueError(f"not a v{_STATE_VERSION} {self.STATE_KIND} state: {sorted(state)}")
         cfg = self.config
-        mine = {"num_rows": self.num_rows, "num_stages": cfg.num_stages, "stage_epochs": cfg.stage_epochs}
+        mine = {"num_rows": self.num_rows, "num_stages": cfg.num_stages, "stage_epochs": cfg.stage_epochs,
+                "schedule": cfg.schedule}
         for k, v in mine.items():
-            if state[k] != v:
-                raise ValueError(f"curriculum state has {k}={state[k]}, this sampler has {v}")
+            # states written before `schedule` existed were all staged
+            if state.get(k, "staged" if k == "schedule" else None) != v:
+                raise ValueError(f"curriculum state has {k}={state.get(k)}, this sampler has {v}")
         self.epoch = int(state["epoch"])
         self._yielded = int(state["yielded"])
         self._order = torch.as_tensor(state["order"]).tolist()

@@ -8,9 +8,23 @@ collapse entropy fastest:
     T_low   = lowest-entropy fraction ``low_entropy_fraction`` of valid tokens
               (or, paper text, {t : H_t < τ_H} when ``tau_h`` is set)
     Cov_t   = (logπ_t − mean_{T_low} logπ) · (A_t − mean_{T_low} A)
-    release : top ``cov_fraction`` of T_low by Cov → β_high, bottom ``cov_fraction`` → β_low,
-              the rest 0                       (the code that produced the paper's tables)
-    paper   : top ``cov_fraction`` of T_low by Cov → β_high, the rest of T_low → β_low
+    release : top k of T_low by Cov → β_high, bottom k → β_low, the rest 0 (the code that
+              produced the paper's tables); the two sets are picked independently and a
+              token in both gets β_low (the release writes the low set second), so β_low
+              always reaches k tokens and β_high reaches k minus the overlap
+    paper   : top k of T_low by Cov → β_high, the rest of T_low → β_low (a partition of
+              T_low: the text gives each low-entropy token one coefficient, the stronger one
+              to the high-Cov tokens, so here the high set wins)
+
+    k (how many): ``cov_count: fraction`` → max(min_selected, ⌊cov_fraction·|T_low|⌋) over
+    the tokens selected from; ``cov_count: release`` → Σ_m max(min_selected,
+    ⌊cov_fraction·|T_low,m|⌋) over the micro-batches m the release would have selected in
+    (|T_low,m| = the T_low of micro-batch m alone). Per micro-batch the two agree; over a
+    whole batch the release's floor makes its count ~one token per micro-batch whatever the
+    response length (k = 0.0002 needs |T_low,m| ≥ 10,000 for a second token), so a batch-wide
+    selection that should differ from the release only in *which* tokens it picks uses
+    ``release``. Ties in Cov are broken by position (first wins) for both sets, where the
+    release relied on ``torch.topk``'s unspecified order: equal inputs, equal selection.
 
     loss_t  = PPO-surrogate_t + c_t · KL_t − e_t · H_t
 
@@ -65,6 +79,9 @@ class SentKLConfig:
         low_entropy_fraction: share of valid tokens forming T_low, lowest entropy first (0.8).
         tau_h: τ_H. When set, T_low = {t : H_t < τ_H} (paper text) instead of the fraction.
         cov_fraction: k, share of T_low selected by covariance (release 0.0002 = kl_cov_ratio).
+        cov_count: ``"release"`` (Σ over micro-batches of max(min_selected, ⌊k·|T_low,m|⌋), the
+            number the release selects) or ``"fraction"`` (max(min_selected, ⌊k·|T_low|⌋) over
+            all the tokens selected from at once).
         beta_high: β_high, KL coefficient of high-covariance tokens (release 2×0.1 = 0.2).
         beta_low: β_low, KL coefficient of the low-covariance / rest set (release 0.5×0.1 = 0.05).
         min_selected: at least this many tokens in each covariance set (release: 1).
@@ -77,6 +94,7 @@ class SentKLConfig:
     low_entropy_fraction: float = 0.8
     tau_h: float | None = None
     cov_fraction: float = 2e-4
+    cov_count: Literal["release", "fraction"] = "release"
     beta_high: float = 0.2
     beta_low: float = 0.05
     min_selected: int = 1
@@ -86,6 +104,8 @@ class SentKLConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("release", "paper"):
             raise ValueError(f"SentKLConfig.mode must be 'release' or 'paper', got {self.mode!r}")
+        if self.cov_count not in ("release", "fraction"):
+            raise ValueError(f"SentKLConfig.cov_count must be 'release' or 'fraction', got {self.cov_count!r}")
         if not 0.0 < self.low_entropy_fraction <= 1.0:
             raise ValueError(f"SentKLConfig.low_entropy_fraction must be in (0, 1], got {self.low_entropy_fraction}")
         if not 0.0 <= self.cov_fraction <= 1.0:
@@ -204,12 +224,62 @@ def _count_fraction(n: torch.Tensor, fraction: float, minimum: int) -> torch.Ten
     return torch.minimum(torch.clamp(k, min=minimum), n)
 
 
+def _group_sums(row_values: torch.Tensor, micro_batch: torch.Tensor | None, num_micro_batches: int) -> torch.Tensor:
+    """Per-micro-batch sums of a per-row (B,) tensor, (num_micro_batches,); one group if no layout."""
+    if micro_batch is None:
+        return row_values.sum().reshape(1)
+    out = torch.zeros(num_micro_batches, dtype=row_values.dtype, device=row_values.device)
+    return out.scatter_add_(0, micro_batch.to(device=row_values.device, dtype=torch.int64).reshape(-1), row_values)
+
+
+def cov_counts(
+    entropy: torch.Tensor,
+    response_mask: torch.Tensor,
+    cfg: SentKLConfig,
+    micro_batch: torch.Tensor | None = None,
+    num_micro_batches: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """|T_low| and the two count rules for k, as 0-d int64 tensors (no host sync).
+
+    Args:
+        entropy: H_t, (B, T) (read only when ``tau_h`` is set).
+        response_mask: valid-token mask of any dtype, (B, T).
+        cfg: ``low_entropy_fraction`` / ``tau_h``, ``cov_fraction`` (k), ``min_selected``.
+        micro_batch: (B,) id in ``[0, num_micro_batches)`` of the micro-batch each row is
+            trained in; ``None``: the rows are one micro-batch.
+
+    Returns:
+        ``(n_low, k_fraction, k_release)``: |T_low| over all rows; max(min_selected,
+        ⌊k·|T_low|⌋); Σ_m max(min_selected, ⌊k·|T_low,m|⌋) over the micro-batches with a valid
+        token, where T_low,m is the T_low micro-batch m would have on its own. Both k are at
+        most |T_low|.
+    """
+    valid = _valid(response_mask).reshape(response_mask.shape[0], -1)
+    if cfg.tau_h is None:
+        n_valid = valid.sum()
+        n_low = _count_fraction(n_valid, cfg.low_entropy_fraction, minimum=1)
+        n_valid_m = _group_sums(valid.sum(-1), micro_batch, num_micro_batches)
+        n_low_m = _count_fraction(n_valid_m, cfg.low_entropy_fraction, minimum=1)
+    else:
+        h = entropy.detach().float().reshape(valid.shape)
+        low_rows = (valid & (h < _f32_above(cfg.tau_h))).sum(-1)
+        n_low = low_rows.sum()
+        n_low_m = _group_sums(low_rows, micro_batch, num_micro_batches)
+    k_fraction = _count_fraction(n_low, cfg.cov_fraction, minimum=cfg.min_selected)
+    k_m = torch.where(n_low_m > 0, _count_fraction(n_low_m, cfg.cov_fraction, minimum=cfg.min_selected), 0)
+    k_release = torch.minimum(k_m.sum(), n_low)
+    return n_low, k_fraction, k_release
+
+
 def select_tokens(
     entropy: torch.Tensor,
     log_prob: torch.Tensor,
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
     cfg: SentKLConfig,
+    *,
+    micro_batch: torch.Tensor | None = None,
+    num_micro_batches: int = 1,
 ) -> torch.Tensor:
     """Assign every token to a SENT token set (TOKEN_* ids, int8, same shape as inputs).
 
@@ -219,17 +289,22 @@ def select_tokens(
         advantages: A_t, (B, T).
         response_mask: valid-token mask of any dtype (bool / int64 / float), (B, T).
         cfg: the selection knobs.
+        micro_batch, num_micro_batches: the micro-batch of each row, for ``cov_count:
+            release`` over a batch of several micro-batches (:func:`cov_counts`); ``None``:
+            the rows are one micro-batch (the release's own case), where both rules agree.
 
     Returns:
         int8 tensor: TOKEN_OUTSIDE (also all padding), TOKEN_LOW, TOKEN_LOW_COV, TOKEN_HIGH_COV.
-        Where the covariance sets overlap (|T_low| < 2·k) the high set wins.
+        Where the top-k and bottom-k sets share a token (|T_low| < 2·k, or Cov ties across
+        T_low, e.g. A ≡ 0): ``release`` mode gives it TOKEN_LOW_COV (β_low, the release's
+        rule); ``paper`` mode has no bottom set, the top k get β_high and the rest β_low.
 
     Every set is exactly "the first n of a stable sort" (ties by position, i.e. the
     float64 reference in the tests), computed without sorting: T_low by radix select,
-    the covariance sets by a ``topk`` bounded by the shape (k ≤ max(min_selected,
-    ⌊cov_fraction·numel⌋)). Inputs of any float dtype are compared as float32 (exact for
-    bf16/fp16, so a bf16 batch selects what its float32 copy selects). Padding values,
-    whatever they are (NaN included), never change the result.
+    the covariance sets by a ``topk`` bounded by the shape (k ≤ num_micro_batches ·
+    min_selected + ⌊cov_fraction·numel⌋). Inputs of any float dtype are compared as float32
+    (exact for bf16/fp16, so a bf16 batch selects what its float32 copy selects). Padding
+    values, whatever they are (NaN included), never change the result.
     """
     shape = entropy.shape
     h = entropy.detach().reshape(-1).float()
@@ -237,29 +312,29 @@ def select_tokens(
     adv = advantages.detach().reshape(-1).float()
     valid = _valid(response_mask).reshape(-1)
 
+    n_low, k_fraction, k_release = cov_counts(entropy, response_mask, cfg, micro_batch, num_micro_batches)
     if cfg.tau_h is None:
-        n_valid = valid.sum()
-        n_low = _count_fraction(n_valid, cfg.low_entropy_fraction, minimum=1)
         low = _smallest_k(h, valid, n_low)
     else:
         low = valid & (h < _f32_above(cfg.tau_h))
-        n_low = low.sum()
 
     # Means over T_low by `where`, not `* low`: 0·NaN = NaN, so a non-finite value outside
     # T_low (padding included) would otherwise poison every token's Cov.
     denom = torch.clamp(n_low, min=1).float()
     cov = (logp - torch.where(low, logp, 0.0).sum() / denom) * (adv - torch.where(low, adv, 0.0).sum() / denom)
 
-    k = _count_fraction(n_low, cfg.cov_fraction, minimum=cfg.min_selected)
-    k_max = max(cfg.min_selected, math.floor(h.numel() * cfg.cov_fraction)) + 1
+    k = k_release if cfg.cov_count == "release" else k_fraction
+    groups = num_micro_batches if (cfg.cov_count == "release" and micro_batch is not None) else 1
+    k_max = groups * max(cfg.min_selected, 1) + math.floor(h.numel() * cfg.cov_fraction) + 1
     # k <= |T_low|, so the first k of T_low are all in T_low
     high = _first_k(cov, low, k, k_max, descending=True)
 
     token_set = torch.full_like(low, TOKEN_OUTSIDE, dtype=torch.int8).masked_fill_(low, TOKEN_LOW)
-    if cfg.mode == "release":
-        bottom = _first_k(cov, low, k, k_max, descending=False) & ~high
-        token_set.masked_fill_(bottom, TOKEN_LOW_COV)
     token_set.masked_fill_(high, TOKEN_HIGH_COV)
+    if cfg.mode == "release":
+        # picked independently of the high set and written after it, as the release does
+        bottom = _first_k(cov, low, k, k_max, descending=False)
+        token_set.masked_fill_(bottom, TOKEN_LOW_COV)
     return token_set.reshape(shape)
 
 

@@ -16,6 +16,7 @@ from entropy_rl.losses import (
     TOKEN_OUTSIDE,
     SentKLConfig,
     compute_policy_loss,
+    cov_counts,
     select_tokens,
     sent_kl_coefficients,
 )
@@ -51,12 +52,11 @@ def ref_detail(entropy, logp, adv, mask, cfg, cov_of=None):
         cov = cov_of(low)
     k = min(max(cfg.min_selected, math.floor(len(low) * cfg.cov_fraction)), len(low))
     flat = lambda bt: bt[0] * T + bt[1]  # noqa: E731
-    high = sorted(low, key=lambda bt: (-cov[bt], flat(bt)))[:k]
-    if cfg.mode == "release":
+    for b, t in sorted(low, key=lambda bt: (-cov[bt], flat(bt)))[:k]:
+        out[b][t] = TOKEN_HIGH_COV
+    if cfg.mode == "release":  # the release's rule: bottom-k picked on its own, written last
         for b, t in sorted(low, key=lambda bt: (cov[bt], flat(bt)))[:k]:
             out[b][t] = TOKEN_LOW_COV
-    for b, t in high:
-        out[b][t] = TOKEN_HIGH_COV
     return out, low, cov, k
 
 
@@ -263,6 +263,9 @@ def test_empty_and_degenerate_batches_stay_finite():
     one = torch.zeros(2, 5, dtype=torch.bool)
     one[1, 2] = True
     s = select_tokens(z + 0.1, z, z, one, cfg)
+    # one token is both the top-1 and the bottom-1: the release gives it β_low, paper mode β_high
+    assert s[1, 2] == TOKEN_LOW_COV and int((s != 0).sum()) == 1
+    s = select_tokens(z + 0.1, z, z, one, SentKLConfig(mode="paper"))
     assert s[1, 2] == TOKEN_HIGH_COV and int((s != 0).sum()) == 1
     loss, m = compute_policy_loss(z, z, z, one, cfg, token_set=s)
     assert torch.isfinite(loss) and all(torch.isfinite(v) for v in m.values())
@@ -306,3 +309,125 @@ def test_config_validation():
         SentKLConfig(low_entropy_fraction=0.0)
     with pytest.raises(ValueError, match="cov_fraction"):
         SentKLConfig(cov_fraction=2.0)
+
+
+# ---------------------------------------------------------------- the release's tie rules
+def release_reference(entropy, logp, adv, mask, frac=0.8, k_frac=2e-4, min_sel=1):
+    """SENT's released per-micro-batch selection, re-written from its description: T_low =
+    lowest 80% of valid tokens; k = max(1, int(|T_low|·k)); top-k by Cov → β_high, then
+    bottom-k by Cov (picked on its own) → β_low, written last. Ties by position."""
+    B, T = len(entropy), len(entropy[0])
+    valid = [(b, t) for b in range(B) for t in range(T) if mask[b][t]]
+    n_low = min(max(1, math.floor(len(valid) * frac)), len(valid))
+    low = sorted(valid, key=lambda bt: (entropy[bt[0]][bt[1]], bt))[:n_low]
+    mlp = sum(logp[b][t] for b, t in low) / len(low)
+    madv = sum(adv[b][t] for b, t in low) / len(low)
+    cov = {bt: (logp[bt[0]][bt[1]] - mlp) * (adv[bt[0]][bt[1]] - madv) for bt in low}
+    k = min(max(min_sel, int(len(low) * k_frac)), len(low))
+    coef = [[0.0] * T for _ in range(B)]
+    for b, t in sorted(low, key=lambda bt: (-cov[bt], bt))[:k]:
+        coef[b][t] = 0.2
+    for b, t in sorted(low, key=lambda bt: (cov[bt], bt))[:k]:
+        coef[b][t] = 0.05
+    return coef
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_release_mode_matches_the_release_on_all_zero_advantage_micro_batches(seed):
+    """A micro-batch whose groups all got the same reward (A ≡ 0, common under GRPO) has every
+    Cov equal: the release's top-1 and bottom-1 are the same token, and it gets β_low. Our
+    earlier rule gave it β_high and left β_low on no token."""
+    ent, logp, old, adv, mask = make_batch(B=4, T=12, seed=100 + seed, dtype=torch.float32)
+    zero = torch.zeros_like(adv)
+    cfg = SentKLConfig()  # release mode, k = 2e-4: the floor decides, one token per set
+    got = sent_kl_coefficients(ent, logp, zero, mask, cfg)
+    want = torch.tensor(release_reference(ent.tolist(), logp.tolist(), zero.tolist(), mask.tolist()))
+    assert torch.equal(got, want.to(got.dtype))
+    assert int((got == cfg.beta_low).sum()) == 1, "β_low always reaches a token"
+    assert int((got == cfg.beta_high).sum()) == 0
+    # distinct Cov: both sets of one token each, as in the release
+    got = sent_kl_coefficients(ent, logp, adv, mask, cfg)
+    want = torch.tensor(release_reference(ent.tolist(), logp.tolist(), adv.tolist(), mask.tolist()))
+    assert torch.equal(got, want.to(got.dtype))
+    assert int((got == cfg.beta_low).sum()) == 1 and int((got == cfg.beta_high).sum()) == 1
+
+
+def test_paper_mode_keeps_the_partition_of_t_low():
+    """Paper mode: the top k get β_high and every other T_low token β_low, ties or not."""
+    ent, logp, old, adv, mask = make_batch(B=4, T=12, seed=7, dtype=torch.float32)
+    cfg = SentKLConfig(mode="paper")
+    sets = select_tokens(ent, logp, torch.zeros_like(adv), mask, cfg)
+    assert int((sets == TOKEN_HIGH_COV).sum()) == 1 and not (sets == TOKEN_LOW_COV).any()
+    n_valid = int(mask.sum())
+    assert int((sets == TOKEN_LOW).sum()) == math.floor(0.8 * n_valid) - 1
+
+
+# ---------------------------------------------------------------- how many tokens (cov_count)
+def ref_release_count(mask, groups, frac=0.8, k=2e-4, min_sel=1):
+    """Σ over micro-batches of max(min_sel, ⌊k·⌊frac·n_valid,m⌋⌋), from plain Python."""
+    per = {}
+    for r, g in enumerate(groups):
+        per[g] = per.get(g, 0) + int(sum(mask[r]))
+    total = 0
+    for n in per.values():
+        if n:
+            t = min(max(1, math.floor(n * frac)), n)
+            total += min(max(min_sel, math.floor(t * k)), t)
+    return total
+
+
+@pytest.mark.parametrize("k_frac,micro", [(2e-4, 4), (2e-4, 1), (0.02, 8), (0.3, 3)])
+def test_release_count_over_a_batch_equals_the_releases_micro_batch_counts(k_frac, micro):
+    g = torch.Generator().manual_seed(5)
+    B, T = 24, 40
+    lens = torch.randint(1, T + 1, (B,), generator=g)
+    mask = torch.arange(T)[None] < lens[:, None]
+    ent, logp, adv = (torch.randn(B, T, generator=g) for _ in range(3))
+    groups = torch.arange(B) // micro
+    M = -(-B // micro)
+    cfg = SentKLConfig(cov_fraction=k_frac)
+    n_low, k_fraction, k_release = cov_counts(ent, mask, cfg, groups, M)
+    want_release = ref_release_count(mask.tolist(), groups.tolist(), k=k_frac)
+    assert int(k_release) == want_release
+    assert int(k_fraction) == max(1, math.floor(int(n_low) * k_frac))
+    # the batch-wide selection takes exactly that many tokens for each covariance set
+    sets = select_tokens(ent, logp, adv, mask, cfg, micro_batch=groups, num_micro_batches=M)
+    assert int((sets == TOKEN_LOW_COV).sum()) == want_release
+    assert int((sets == TOKEN_HIGH_COV).sum()) == want_release  # distinct Cov: no overlap
+    frac_sets = select_tokens(ent, logp, adv, mask, SentKLConfig(cov_fraction=k_frac, cov_count="fraction"),
+                              micro_batch=groups, num_micro_batches=M)
+    assert int((frac_sets == TOKEN_HIGH_COV).sum()) == int(k_fraction)
+    # one micro-batch: the two rules agree (the release's own case)
+    _, kf, kr = cov_counts(ent, mask, cfg)
+    assert int(kf) == int(kr)
+
+
+def test_release_count_is_one_per_micro_batch_at_the_releases_k():
+    """k = 0.0002 and 4 responses of ≤ 2048 tokens per micro-batch: the floor decides, one
+    β_high token per micro-batch; the plain fraction of the whole batch grows with length."""
+    B, T, micro = 64, 2048, 4
+    mask = torch.ones(B, T, dtype=torch.bool)
+    ent = torch.empty(B, T, device="meta")
+    groups = torch.arange(B) // micro
+    cfg = SentKLConfig()
+    cpu_counts = cov_counts(torch.zeros(B, T), mask, cfg, groups, B // micro)
+    assert [int(x) for x in cpu_counts] == [math.floor(0.8 * B * T), math.floor(2e-4 * math.floor(0.8 * B * T)),
+                                              B // micro]
+    meta = cov_counts(ent, mask.to("meta"), cfg, groups.to("meta"), B // micro)
+    assert all(x.device.type == "meta" and x.shape == () for x in meta)
+
+
+@pytest.mark.parametrize("cfg", [SentKLConfig(), SentKLConfig(cov_count="fraction"), SentKLConfig(tau_h=0.5),
+                                 SentKLConfig(mode="paper")], ids=str)
+def test_selection_with_a_micro_batch_layout_runs_on_meta(cfg):
+    B, T = 8, 16
+    meta = lambda: torch.empty(B, T, device="meta")  # noqa: E731
+    groups = torch.empty(B, dtype=torch.int64, device="meta")
+    sets = select_tokens(meta(), meta(), meta(), torch.empty(B, T, device="meta", dtype=torch.bool), cfg,
+                         micro_batch=groups, num_micro_batches=4)
+    assert sets.device.type == "meta" and sets.shape == (B, T)
+
+
+def test_cov_count_is_validated():
+    with pytest.raises(ValueError, match="cov_count"):
+        SentKLConfig(cov_count="per_step")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -99,11 +100,11 @@ def test_empty_micro_batch_through_the_installed_loss():
 @pytest.mark.parametrize(
     "cfg,expected",
     [
-        (SentKLConfig(), TOKEN_HIGH_COV),  # k = min_selected = 1: the token is its own top-k
+        (SentKLConfig(), TOKEN_LOW_COV),  # k = 1: the token is its own top-1 and bottom-1 → β_low (release)
         (SentKLConfig(mode="paper"), TOKEN_HIGH_COV),
         (SentKLConfig(min_selected=0), TOKEN_LOW),  # k = ⌊2e-4·1⌋ = 0: in T_low, no KL (release)
         (SentKLConfig(mode="paper", min_selected=0), TOKEN_LOW),  # ... β_low (paper)
-        (SentKLConfig(tau_h=5.0, min_selected=3), TOKEN_HIGH_COV),
+        (SentKLConfig(tau_h=5.0, min_selected=3), TOKEN_LOW_COV),
         (SentKLConfig(tau_h=0.0), TOKEN_OUTSIDE),  # H < 0 selects nothing
     ],
     ids=str,
@@ -133,8 +134,9 @@ def test_one_valid_token(cfg, expected):
 )
 def test_ties_are_broken_by_position(cfg):
     """All-equal entropies → T_low is the first n_low valid tokens (row-major); all-equal Cov
-    (constant logπ, or all-zero advantages) → the top-k and bottom-k are the first k of T_low,
-    so in release mode the high set takes them all and the low-cov set is empty."""
+    (constant logπ, or all-zero advantages) → the top-k and bottom-k are both the first k of
+    T_low: release mode gives them β_low (the release writes its low set last), so β_high
+    reaches no token; paper mode gives them β_high and the rest of T_low β_low."""
     ent, logp, old, adv, mask = make_batch(B=4, T=9, seed=23)
     valid = [(b, t) for b in range(4) for t in range(9) if mask[b, t]]
     n_low = len(valid) if cfg.tau_h is not None else min(max(1, math.floor(len(valid) * cfg.low_entropy_fraction)),
@@ -145,8 +147,9 @@ def test_ties_are_broken_by_position(cfg):
     assert {bt for bt in valid if sets[bt] != TOKEN_OUTSIDE} == set(valid[:n_low])
     for lp_, adv_ in ((torch.full_like(logp, -1.25), adv), (logp, torch.zeros_like(adv))):
         sets, metrics = assert_matches_reference(flat, lp_, old, adv_, mask, cfg)
-        assert {bt for bt in valid if sets[bt] == TOKEN_HIGH_COV} == set(valid[:k])
-        assert not (sets == TOKEN_LOW_COV).any()
+        top = TOKEN_LOW_COV if cfg.mode == "release" else TOKEN_HIGH_COV
+        assert {bt for bt in valid if sets[bt] == top} == set(valid[:k])
+        assert not (sets == (TOKEN_HIGH_COV if cfg.mode == "release" else TOKEN_LOW_COV)).any()
         assert {bt for bt in valid if sets[bt] == TOKEN_LOW} == set(valid[k:n_low])
     # ties are deterministic: the same call, the same answer, and bf16 ties likewise
     assert torch.equal(select_tokens(flat, logp, adv, mask, cfg), select_tokens(flat, logp, adv, mask, cfg))
@@ -171,8 +174,11 @@ def test_min_selected_larger_than_t_low():
     mask[0, :2] = mask[1, 3:5] = True  # 4 valid tokens, |T_low| = ⌊0.5·4⌋ = 2
     cfg = SentKLConfig(low_entropy_fraction=0.5, min_selected=5)
     sets, metrics = assert_matches_reference(ent, logp, old, adv, mask, cfg)
-    assert int((sets == TOKEN_HIGH_COV).sum()) == 2, "k is capped at |T_low|: all of T_low is high"
-    assert int((sets == TOKEN_LOW_COV).sum()) == 0 and metrics["sent/high_cov_frac"] == 0.5
+    # k is capped at |T_low|: all of T_low is in the top k and in the bottom k; release → β_low
+    assert int((sets == TOKEN_LOW_COV).sum()) == 2 and metrics["sent/low_cov_frac"] == 0.5
+    assert int((sets == TOKEN_HIGH_COV).sum()) == 0
+    sets, metrics = assert_matches_reference(ent, logp, old, adv, mask, replace(cfg, mode="paper"))
+    assert int((sets == TOKEN_HIGH_COV).sum()) == 2 and metrics["sent/high_cov_frac"] == 0.5
 
 
 @pytest.mark.parametrize("mode", ["release", "paper"])

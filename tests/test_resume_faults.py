@@ -64,6 +64,7 @@ def base_cfg():
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = compose(config_name="entropy_rl", overrides=[
             "method=sent_aer", "entropy_rl.curriculum.adaptive=true", "entropy_rl.curriculum.num_stages=2",
+            "entropy_rl.curriculum.stage_epochs=1",  # a pass per stage: 3 epochs cross both stages 3 times
             f"data.train_batch_size={BATCH}", f"trainer.save_freq={SAVE_FREQ}", f"trainer.total_epochs={EPOCHS}",
             "entropy_rl.token_kl.cov_fraction=0.05", "entropy_rl.aer.anchor_steps=3", "entropy_rl.aer.alpha_max=0.5",
             "entropy_rl.aer.rho=0.8", "trainer.resume_mode=auto",

@@ -113,7 +113,10 @@ def make_config(tiny, tmp, method="sent_aer", *extra):
             f"actor_rollout_ref.rollout.n={N_ROLL}", "data.max_prompt_length=16", f"data.max_response_length={RESP}",
             "data.filter_overlong_prompts=false", f"entropy_rl.scoring.cache_dir={tmp / 'cache'}",
             f"trainer.default_local_dir={tmp / 'ckpt'}", "entropy_rl.scoring.n_samples=6",
-            "entropy_rl.token_kl.cov_fraction=0.05", "entropy_rl.aer.anchor_steps=1", *extra,
+            "entropy_rl.token_kl.cov_fraction=0.05", "entropy_rl.aer.anchor_steps=1",
+            # one pass per stage: 12 rows then cross both stages in 3 steps (the presets' 5 passes
+            # per stage are tested in tests/test_paper_presets.py)
+            "entropy_rl.curriculum.stage_epochs=1", *extra,
         ])
     OmegaConf.resolve(cfg)
     return cfg

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
 from entropy_rl.aer import AERConfig, AERController
-from entropy_rl.losses import TOKEN_HIGH_COV, TOKEN_LOW_COV, TOKEN_OUTSIDE, SentKLConfig, select_tokens
+from entropy_rl.losses import TOKEN_HIGH_COV, TOKEN_LOW_COV, TOKEN_OUTSIDE, SentKLConfig, cov_counts, select_tokens
 from entropy_rl.semantic_entropy import cluster_answers, semantic_entropy
 
 # Fields the hooks attach to the batch; the installed loss reads them.
@@ -56,6 +56,100 @@ def sent_config(token_kl: Any) -> SentKLConfig:
 def aer_config(aer: Any) -> AERConfig:
     """``entropy_rl.aer`` → :class:`AERConfig`."""
     return _dataclass_from(AERConfig, aer, skip=("enable",))
+
+
+@dataclass(frozen=True)
+class MicroBatchLayout:
+    """How veRL 0.9.1's actor update cuts one training batch into the micro-batches its loss sees.
+
+    The driver's batch (after ``balance_batch``) is split into ``dp_size`` contiguous rank
+    chunks; each rank cuts its chunk into mini-batches of ``mini_batch_rows / dp_size``
+    consecutive rows (``actor.shuffle=false``, veRL's default) and each mini-batch into
+    micro-batches: ``micro_batch_rows`` consecutive rows, or, with ``use_dynamic_bsz``, veRL's
+    token-balanced partition under ``max_token_len`` (same count on every rank). SENT's
+    release selected inside each of these micro-batches; ``cov_count: release`` needs them to
+    count what it would have selected. With ``actor.shuffle=true`` the mini-batch membership
+    is a random draw of the worker's: the count then uses the unshuffled layout (the same
+    number of micro-batches, so at SENT's k — one token per micro-batch — the same count).
+
+    Attributes:
+        dp_size: data-parallel ranks of the actor (GPUs / Ulysses sequence-parallel size).
+        mini_batch_rows: rows (responses) of one mini-batch over all ranks: ppo_mini_batch_size·n.
+        micro_batch_rows: rows of a micro-batch per GPU (``None`` with dynamic batch size).
+        max_token_len: token budget of a micro-batch per GPU (dynamic batch size only).
+    """
+
+    dp_size: int
+    mini_batch_rows: int
+    micro_batch_rows: int | None = None
+    max_token_len: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dp_size < 1 or self.mini_batch_rows < 1:
+            raise ValueError(f"MicroBatchLayout needs dp_size, mini_batch_rows >= 1, got {self}")
+        if (self.micro_batch_rows is None) == (self.max_token_len is None):
+            raise ValueError(f"MicroBatchLayout needs exactly one of micro_batch_rows / max_token_len, got {self}")
+
+    @classmethod
+    def from_config(cls, config: Any) -> MicroBatchLayout:
+        """The layout a composed trainer config gives veRL's actor update."""
+        actor = config.actor_rollout_ref.actor
+        n = int(config.actor_rollout_ref.rollout.n)
+        world = int(config.trainer.nnodes) * int(config.trainer.n_gpus_per_node)
+        sp = int((actor.get("fsdp_config") or {}).get("ulysses_sequence_parallel_size", 1) or 1)
+        sp = max(sp, int(actor.get("ulysses_sequence_parallel_size", 1) or 1))
+        dp = max(world // sp, 1)
+        mini = int(actor.ppo_mini_batch_size) * n
+        if actor.get("use_dynamic_bsz", False):
+            return cls(dp, mini, max_token_len=int(actor.ppo_max_token_len_per_gpu) * sp)
+        micro = actor.get("ppo_micro_batch_size_per_gpu")
+        if micro is None and actor.get("ppo_micro_batch_size") is not None:
+            micro = int(actor.ppo_micro_batch_size) // dp
+        if micro is None:
+            raise ValueError("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu is unset and use_dynamic_bsz is off")
+        return cls(dp, mini, micro_batch_rows=int(micro))
+
+    def micro_batch_ids(self, n_rows: int, seq_lens: Sequence[int] | None = None) -> tuple[torch.Tensor, int]:
+        """(B,) micro-batch id of every row of a training batch of ``n_rows``, and their number.
+
+        ``seq_lens`` (prompt + response tokens per row) is needed with dynamic batch size.
+        """
+        ranks = np.array_split(np.arange(n_rows), self.dp_size)
+        mini = max(min(self.mini_batch_rows // self.dp_size, max(len(r) for r in ranks)), 1)
+        minis = [[r[i : i + mini] for i in range(0, len(r), mini)] for r in ranks]
+        ids = np.zeros(n_rows, dtype=np.int64)
+        next_id = 0
+        for j in range(max(len(m) for m in minis)):
+            parts = [m[j] for m in minis if j < len(m) and len(m[j])]
+            for rows, groups in zip(parts, self._split(parts, seq_lens)):
+                for g in groups:
+                    ids[rows[g]] = next_id
+                    next_id += 1
+        return torch.from_numpy(ids), next_id
+
+    def _split(self, parts: list[np.ndarray], seq_lens: Sequence[int] | None) -> list[list[list[int]]]:
+        """Each rank's mini-batch rows → micro-batches (positions into that rank's rows)."""
+        if self.micro_batch_rows is not None:
+            m = self.micro_batch_rows
+            return [[list(range(i, min(i + m, len(p)))) for i in range(0, len(p), m)] for p in parts]
+        if seq_lens is None:
+            raise ValueError("MicroBatchLayout with dynamic batch size needs the rows' sequence lengths")
+        from verl.utils.seqlen_balancing import calculate_workload, get_seqlen_balanced_partitions
+
+        lens = [[int(seq_lens[i]) for i in p] for p in parts]
+        # veRL's rearrange_micro_batches: the largest count any rank needs, raised until every
+        # rank's balanced partition fits the token budget
+        num = max(min(len(x), -(-sum(x) // self.max_token_len)) for x in lens)
+        while True:
+            splits = []
+            for x in lens:
+                k = min(num, len(x))
+                work = calculate_workload(torch.tensor(x, dtype=torch.int64)).tolist()
+                splits.append(get_seqlen_balanced_partitions(work, k, equal_size=False))
+            fits = all(sum(x[i] for i in g) <= self.max_token_len for x, sp in zip(lens, splits) for g in sp)
+            if fits or num >= max(len(x) for x in lens):
+                return splits
+            num += 1
 
 
 def group_accuracy(correct: np.ndarray, uids: Sequence[Any]) -> np.ndarray:
@@ -113,10 +207,12 @@ def masked_token_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
 class EntropyHooks:
     """State and per-step logic of SENT / AER / the adaptive curriculum for one run."""
 
-    def __init__(self, rl_cfg: Any, sampler: Any = None) -> None:
+    def __init__(self, rl_cfg: Any, sampler: Any = None, layout: MicroBatchLayout | None = None) -> None:
         self.token_kl_enabled = bool(rl_cfg.token_kl.enable)
         self.selection = rl_cfg.token_kl.selection
         self.sent = sent_config(rl_cfg.token_kl)
+        # the actor update's micro-batches (None: the whole batch counts as one)
+        self.layout = layout
         self.aer_enabled = bool(rl_cfg.aer.enable)
         self.aer = AERController(aer_config(rl_cfg.aer)) if self.aer_enabled else None
         cur = rl_cfg.curriculum
@@ -145,6 +241,7 @@ class EntropyHooks:
         rows: Sequence[int] | None = None,
         preds: Sequence[str | None] | None = None,
         seq_logprobs: Sequence[float] | None = None,
+        seq_lens: Sequence[int] | None = None,
         step: int | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """One training step's entropy logic.
@@ -157,6 +254,8 @@ class EntropyHooks:
             rows: dataset row per response (adaptive curriculum).
             preds: extracted final answer per response (adaptive curriculum).
             seq_logprobs: log P(o) per response, for the likelihood estimator (optional).
+            seq_lens: prompt + response tokens per row (the micro-batch layout under dynamic
+                batch size).
             step: the training step, named in errors.
 
         Returns:
@@ -176,8 +275,20 @@ class EntropyHooks:
         acc = group_accuracy(correct, uids)
         batch_entropy = masked_token_mean(entropy, response_mask)
 
+        if self.token_kl_enabled:
+            groups, n_micro = (None, 1) if self.layout is None else self.layout.micro_batch_ids(
+                response_mask.shape[0], seq_lens)
+            _, k_fraction, k_release = cov_counts(entropy, response_mask, self.sent, groups, n_micro)
+            # k of this step, and what the release would have selected on the same batch and
+            # layout (per micro-batch the worker's own selection uses exactly that rule)
+            uses_release = self.selection == "micro" or self.sent.cov_count == "release"
+            metrics["sent/high_cov_tokens"] = float(k_release if uses_release else k_fraction)
+            metrics["sent/high_cov_tokens_release_equiv"] = float(k_release)
+            metrics["sent/micro_batches"] = float(n_micro)
+
         if self.token_kl_enabled and self.selection == "batch":
-            token_set = select_tokens(entropy, old_log_prob, advantages, response_mask, self.sent)
+            token_set = select_tokens(entropy, old_log_prob, advantages, response_mask, self.sent,
+                                      micro_batch=groups, num_micro_batches=n_micro)
             out[FIELD_TOKEN_SET] = token_set
             valid = response_mask != 0
             n = max(int(valid.sum()), 1)
@@ -191,6 +302,12 @@ class EntropyHooks:
             coef = self.aer.token_coefficients(torch.as_tensor(acc), response_mask)
             out[FIELD_ENTROPY_COEF] = coef.to(torch.float32)
             metrics["aer/mean_token_coef"] = masked_token_mean(coef, response_mask)
+            # the largest e_t = α_t·w of the step (bounded by α_max·w_max), and how many
+            # responses sit at the weight cap: where the cap binds the allocation is changed
+            valid = response_mask != 0
+            metrics["aer/coef_max"] = float(torch.where(valid, coef, 0.0).max()) if coef.numel() else 0.0
+            w = self.aer.prompt_weights(torch.as_tensor(acc))
+            metrics["aer/weight_capped_frac"] = float(((w >= self.aer.cfg.w_max) & (w > 0)).float().mean())
 
         # entropy by difficulty bucket: where does the entropy go?
         per_seq = ((entropy * (response_mask != 0)).sum(-1) / torch.clamp((response_mask != 0).sum(-1), min=1)).numpy()
