@@ -130,7 +130,7 @@ def test_installed_loss_equals_core_reference(method, selection):
         assert "aer/entropy_bonus" in metrics
 
 
-@pytest.mark.parametrize("method", ["grpo", "clip_cov", "kl_cov", "entropy_bonus"])
+@pytest.mark.parametrize("method", ["grpo", "clip_cov", "kl_cov", "entropy_bonus", "clip_higher"])
 def test_baselines_fall_back_to_verl(method):
     cfg = cfg_for(method)
     B = 5
