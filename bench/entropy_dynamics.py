@@ -64,7 +64,7 @@ sys.path.pop(0)
 
 DEFAULT_OUT = os.path.join(ROOT, "runs", "entropy_dynamics")
 DOC_FIGURES = os.path.join(ROOT, "docs", "figures", "entropy_dynamics")
-ALL_PRESETS = ("grpo", "entropy_bonus", "kl_cov", "sent", "aer", "sent_aer")
+ALL_PRESETS = ("grpo", "entropy_bonus", "kl_cov", "clip_higher", "sent", "aer", "sent_aer")
 
 # The CPU backend's settings (conf/backend/cpu.yaml: 16 prompts x 8 rollouts, 2 mini-batches per
 # step, fp32) except the learning rate: a 30-step GRPO pilot at the backend's 1e-4 moved the mean
