@@ -167,11 +167,28 @@ def test_cpu_backend_refuses_gpu_only_options_by_name(tmp_path):
 
     def cfg(*o):
         with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base=None):
-            return compose(config_name="entropy_rl", overrides=["backend=cpu", *o])
+            return compose(config_name="entropy_rl", overrides=[*o] if any(x.startswith("backend=") for x in o)
+                           else ["backend=cpu", *o])
 
     check_cpu_config(cfg())
-    with pytest.raises(ValueError, match="rollout.name='vllm'"):
+    with pytest.raises(ValueError, match="rollout.name='sglang'"):
+        check_cpu_config(cfg("actor_rollout_ref.rollout.name=sglang"))
+    # veRL's vllm rollout: only as backend=cpu_vllm configures it
+    with pytest.raises(ValueError, match="enable_sleep_mode=true.*worker_extension_cls is not set"):
         check_cpu_config(cfg("actor_rollout_ref.rollout.name=vllm"))
+    with pytest.raises(ValueError, match="full_determinism=true"):
+        check_cpu_config(cfg("backend=cpu_vllm", "actor_rollout_ref.rollout.full_determinism=true"))
+    for heads, ok in ((4, False), (2, True)):  # hidden 64: head size 16 (no CPU kernel) / 32
+        model = tmp_path / f"heads{heads}"
+        model.mkdir()
+        (model / "config.json").write_text(json.dumps(
+            {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 320, "num_attention_heads": heads}))
+        c = cfg("backend=cpu_vllm", f"actor_rollout_ref.model.path={model}")
+        if ok:
+            check_cpu_config(c)
+        else:
+            with pytest.raises(ValueError, match="head size 16.*prepare_cpu_demo.py --vllm"):
+                check_cpu_config(c)
     with pytest.raises(ValueError, match="attn_implementation='flash_attention_2'"):
         check_cpu_config(cfg("actor_rollout_ref.model.override_config.attn_implementation=flash_attention_2"))
     with pytest.raises(ValueError, match="actor.strategy='fsdp'"):

@@ -113,6 +113,7 @@ def test_vllm_run_leaves_no_processes_or_shared_memory(sent_aer_vllm):
 
 
 def test_evaluate_with_the_vllm_backend(demo_vllm, tmp_path):
+    before_pids, before_shm = {p.pid for p in psutil.process_iter()}, shm_entries()
     out = tmp_path / "eval.json"
     cmd = [sys.executable, "-m", "recipe.sent.evaluate", "--backend", "vllm",
            "--model", str(demo_vllm / "cpu_demo" / "model_vllm"), "--data", str(demo_vllm / "cpu_demo" / "test.parquet"),
@@ -126,6 +127,8 @@ def test_evaluate_with_the_vllm_backend(demo_vllm, tmp_path):
     # sampled answers from the warm-started model: parsed, and some of them right
     assert sum(r["preds"].count(None) for r in res["problems"]) < 64
     assert sum(sum(r["correct"]) for r in res["problems"]) > 0
+    procs, shm = left_behind(before_pids, before_shm)
+    assert not procs and not shm, (procs, sorted(shm))
 
 
 @pytest.mark.parametrize("fault", ["FailWhileLoading", "FailBeforeReceiving"])

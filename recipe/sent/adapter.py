@@ -1048,11 +1048,26 @@ def launch(config: Any, mode: str = "train") -> None:
             config.actor_rollout_ref.rollout.response_length = s.max_response_length
             config.entropy_rl.scoring.enable = True
 
+    # A local CPU run owns its Ray: at the end it stops it and removes what the killed workers
+    # left in /dev/shm (entropy_rl.cpu.shm). A cluster's processes outlive this driver.
+    own_cpu_ray = config.entropy_rl.get("backend", "gpu") == "cpu" and not os.environ.get("RAY_ADDRESS")
+    shm_before = None
+    if own_cpu_ray:
+        from entropy_rl.cpu import shm
+
+        shm_before = shm.snapshot()
     try:
         run_ppo(config, task_runner_class=ScoreTaskRunner if mode == "score" else EntropyRLTaskRunner)
     except ray.exceptions.RayError as exc:
         print(explain_failure(config, exc), flush=True)
         raise
+    finally:
+        if own_cpu_ray:
+            ray.shutdown()
+            removed = shm.sweep(shm_before)
+            if removed:
+                print(f"[entropy-rl] removed {len(removed)} /dev/shm entries the stopped workers left: "
+                      f"{', '.join(removed)}", flush=True)
 
 
 def resume_point(config: Any) -> tuple[str | None, str]:

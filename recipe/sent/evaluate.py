@@ -239,10 +239,13 @@ class VLLMGenerator:
 
     def __init__(self, model_path: str, sampling: SamplingConfig, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None):
+        self._shm_before = None
         if is_cpu_vllm():
+            from entropy_rl.cpu import shm
             from entropy_rl.cpu.platform import vllm_cpu_env
 
             os.environ.update(vllm_cpu_env())  # before vLLM reads it and spawns its engine
+            self._shm_before = shm.snapshot()
         try:
             from vllm import LLM, SamplingParams
         except ImportError as e:
@@ -268,6 +271,16 @@ class VLLMGenerator:
         reqs = [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=False).input_ids} for p in prompts]
         outs = self.llm.generate(reqs, sp, use_tqdm=False)
         return [[o.text for o in out.outputs] for out in outs]
+
+    def close(self) -> None:
+        """Stop vLLM's engine process; on the CPU build, remove what it left in /dev/shm."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+        if self._shm_before is not None:
+            from entropy_rl.cpu import shm
+
+            shm.sweep(self._shm_before)
 
 
 # --------------------------------------------------------------------------- run
@@ -391,12 +404,17 @@ def main(
         gen = VLLMGenerator(args.model, sampling, args.tensor_parallel_size, args.gpu_memory_utilization,
                             args.max_model_len)
     flat = [p for g in groups.values() for p in g]
-    apply_chat_template(gen.tokenizer, flat)
-    n_total = len(flat)
-    print(f"[eval] {n_total} problems in {len(groups)} benchmark(s) ({', '.join(f'{k}: {len(v)}' for k, v in groups.items())}), "
-          f"n={args.n}, backend={args.backend}", file=sys.stderr, flush=True)
-    t0 = time.monotonic()
-    records = run_eval(groups, gen, args.n, args.batch_size, args.save_responses)
+    try:
+        apply_chat_template(gen.tokenizer, flat)
+        n_total = len(flat)
+        print(f"[eval] {n_total} problems in {len(groups)} benchmark(s) "
+              f"({', '.join(f'{k}: {len(v)}' for k, v in groups.items())}), n={args.n}, backend={args.backend}",
+              file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        records = run_eval(groups, gen, args.n, args.batch_size, args.save_responses)
+    finally:
+        if hasattr(gen, "close"):
+            gen.close()
     results: dict[str, list[list[bool]]] = {}
     for r in records:
         results.setdefault(r["data_source"], []).append(r["correct"])
