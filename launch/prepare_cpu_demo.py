@@ -5,7 +5,7 @@
 - task: ``Compute a + b - c`` with a, b, c in [0, 10); a worked answer is a 2-step chain in one
   of three equally valid orders (``a + b = s ; s - c = r``, ``a - c = s ; s + b = r``,
   ``b - c = s ; s + a = r``), then ``\\boxed{ r }``. The order is a real decision, so entropy can
-  collapse onto one path (``shared/entropy-probe.md``).
+  collapse onto one path.
 - tokenizer: a byte-level BPE trained on the task's text (loads as veRL's Qwen2 tokenizer);
 - model: a randomly initialised Qwen2 (hidden 64, 2 layers, ~0.1M parameters), warm-started by a
   short supervised pass on worked solutions of which 20% carry an arithmetic slip, so the

@@ -3,7 +3,7 @@
 veRL resolves its device through ``verl.plugin.platform`` (``VERL_PLATFORM`` or auto-detection)
 and only ships nvidia / huawei / amd platforms; on a machine without an accelerator it falls
 back to ``nvidia`` and asks for NCCL. This module adds what a CPU needs, through veRL's own
-registries only (``shared/verl-cpu.md`` lists each blocker and where it comes from):
+registries only; each blocker it removes is named below:
 
 - :class:`PlatformCPU`, registered as ``cpu``: gloo, ``current_device() == "cpu"`` (veRL uses
   ``get_device_id()`` as a device spec), and a device module answering veRL's

@@ -1,7 +1,7 @@
 """Every touch-point between entropy-rl and veRL 0.9.1's legacy driver, in one module.
 
 veRL is built on ``trainer.use_v1=False``: ``RayPPOTrainer`` driven by a custom TaskRunner
-(``shared/verl-cpu.md`` says why). What we change, and where:
+(exact resume, and fewer work-arounds than the V1 trainer on a CPU). What we change, and where:
 
 ====================================  ==================================================
 veRL piece                             our change
