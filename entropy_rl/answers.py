@@ -82,6 +82,7 @@ __all__ = [
     "MAX_NORMALIZE_CHARS",
     "MAX_SYMBOLIC_CHARS",
     "PairChecks",
+    "all_boxed",
     "check_pairs",
     "equivalent_pairs",
     "extract_answer",
@@ -125,21 +126,35 @@ _BATCH_CHUNK = 256  # pairs per request line: keeps one pipe write bounded
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _BRACE_RE = re.compile(r"[{}]")
-# Answer line: "Answer: x", "**Answer:** x", "Final answer: x". `[ \t]` (not `\s`) keeps
-# the pattern from spanning lines, which would make it quadratic on blank-line floods.
-_ANSWER_LINE_RE = re.compile(
-    r"^[ \t>#*_]*(?:final[ \t]+)?answer[ \t]*(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?(.*)$",
-    re.IGNORECASE | re.MULTILINE,
+# A final-answer marker anywhere in the text: "Answer:", "**Answer:**", "Final Answer:",
+# "**Final Answer**:". `[ \t]` (not `\s`) keeps a match on one line, so a flood of blank
+# lines cannot make the scan quadratic.
+_MARKER_RE = re.compile(
+    r"(?<![A-Za-z])(?:final[ \t]+)?answer[ \t]*(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?",
+    re.IGNORECASE,
 )
 _HOPE_RE = re.compile(r"\.?[ \t]*I hope it is correct[ \t.!]*$", re.IGNORECASE)  # Minerva format
 _ANSWER_PREFIX_RE = re.compile(r"(?:the\s+)?(?:final\s+)?answer\s+is\s*:?\s*", re.IGNORECASE)
+# The end of the answer sentence: a full stop followed by whitespace (a decimal point never is).
+_SENTENCE_END_RE = re.compile(r"\.(?=\s)")
+# What may stand between two boxes that together form one multi-valued final answer
+# (`\boxed{2}, \boxed{3}`, `$x=\boxed{2}$ or $x=\boxed{-3}$`, `\boxed{a} \quad\text{and}\quad
+# \boxed{b}`). Any other word in between (`\boxed{1} hmm no, \boxed{2}`) means the earlier
+# box was an intermediate result.
+_BOX_JOIN_RE = re.compile(
+    r"(?:\s|\$|\\[\[\]()]|[,;&.]|\\\\|~|\\(?:quad|qquad|,|;|:|!|hspace\s*\{[^{}]{0,12}\})(?![A-Za-z])"
+    r"|\\(?:text|textrm|mathrm|mbox)\s*\{\s*(?:and|or|,)?\s*\}|(?<![A-Za-z])(?:and|or)(?![A-Za-z])"
+    r"|(?<![A-Za-z\\])[A-Za-z](?:_\{?\w{1,3}\}?)?\s*=)*"
+)
+_BOX_JOIN_MAX = 80  # longer gaps are prose, not a separator
 
 
-def _match_braces(s: str) -> dict[int, int]:
-    """Map each balanced ``{`` position to its ``}``: one linear pass with a stack."""
+def _match_braces(s: str, start: int = 0) -> dict[int, int]:
+    """Map each balanced ``{`` position (at or after ``start``) to its ``}``: one linear
+    pass with a stack. Braces before ``start`` cannot change how later ones pair up."""
     stack: list[int] = []
     match: dict[int, int] = {}
-    for m in _BRACE_RE.finditer(s):
+    for m in _BRACE_RE.finditer(s, start):
         i = m.start()
         if s[i] == "{":
             # an escaped brace (\{) is a literal set brace; it still nests, so count it
@@ -149,14 +164,16 @@ def _match_braces(s: str) -> dict[int, int]:
     return match
 
 
-def _boxed_content(s: str) -> str | None:
-    """Content of the last box in ``s`` that is closed (an unbalanced box is skipped)."""
-    boxes = [m.end() for m in _BOX_RE.finditer(s)]
-    if not boxes:
-        return None
-    match = _match_braces(s)
+def _box_spans(s: str) -> list[tuple[int, int, str]]:
+    """``(start, end, content)`` of every closed, non-empty box in ``s``, in order.
+    Unbalanced boxes are skipped. Linear time (one brace pass)."""
+    starts = [(m.start(), m.end()) for m in _BOX_RE.finditer(s)]
+    if not starts:
+        return []
+    match = _match_braces(s, starts[0][0])
     n = len(s)
-    for j in reversed(boxes):
+    out = []
+    for b, j in starts:
         k = j
         while k < n and s[k] in " \t":
             k += 1
@@ -164,45 +181,85 @@ def _boxed_content(s: str) -> str | None:
             close = match.get(k)
             if close is None:
                 continue
-            content = s[k + 1 : close].strip()
+            content, end = s[k + 1 : close].strip(), close + 1
         elif k > j:  # `\boxed 5` style: one token after whitespace
             m = re.match(r"[^\s$]+", s[k : k + 1000])
             content = m.group(0) if m else ""
+            end = k + len(content)
         else:
             continue
         if content:
-            return content
-    return None
+            out.append((b, end, content))
+    return out
 
 
-def extract_answer(text: str | None) -> str | None:
-    """The final answer of a model response, or ``None``.
-
-    The content of the last balanced ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces
-    kept; ``\\boxed 5`` also accepted; unbalanced or empty boxes skipped); otherwise the
-    text of the last ``Answer: ...`` line (case-insensitive, ``**Answer:**`` and
-    ``Final answer:`` too; trailing period and ``$`` stripped). Only the last
-    :data:`EXTRACT_WINDOW_CHARS` characters are scanned, in linear time.
-    """
-    if not text:
+def _last_box_group(s: str) -> tuple[int, int, str] | None:
+    """The final answer given in boxes: the last closed box, joined with the boxes right
+    before it when only separators stand between them (one multi-valued answer, contents
+    joined by ``", "``). ``(start, end, answer)`` or ``None``."""
+    spans = _box_spans(s)
+    if not spans:
         return None
-    if not isinstance(text, str):
-        text = str(text)
-    if len(text) > EXTRACT_WINDOW_CHARS:
-        text = text[-EXTRACT_WINDOW_CHARS:]
-    boxed = _boxed_content(text)
-    if boxed is not None:
-        return boxed
-    last = None
-    for m in _ANSWER_LINE_RE.finditer(text):
-        last = m
-    if last is None:
-        return None
-    ans = last.group(1).strip()
+    # drop boxes nested in a later-closing box: `\boxed{\boxed{9}}` keeps the inner one only
+    last = len(spans) - 1
+    group = [spans[last]]
+    for i in range(last - 1, -1, -1):
+        b, e, c = spans[i]
+        nb = group[0][0]
+        if e > nb:  # nested in / overlapping the group: not a separate answer
+            break
+        gap = s[e:nb]
+        if len(gap) > _BOX_JOIN_MAX or not _BOX_JOIN_RE.fullmatch(gap):
+            break
+        group.insert(0, spans[i])
+    return group[0][0], group[-1][1], ", ".join(c for _, _, c in group)
+
+
+def all_boxed(s: str) -> list[str]:
+    """Contents of every closed, non-empty box in ``s`` (outermost boxes only), in order."""
+    out: list[tuple[int, int, str]] = []
+    for b, e, c in _box_spans(s):
+        if out and b < out[-1][1]:  # nested inside the previous (outer) box
+            continue
+        out.append((b, e, c))
+    return [c for _, _, c in out]
+
+
+def _marker_answer(text: str, start: int) -> str | None:
+    """The answer written after a final-answer marker that ends at ``start``."""
+    n = len(text)
+    end = text.find("\n", start, start + 2000)
+    line = text[start : end if end >= 0 else min(n, start + 2000)]
+    if not line.strip(" \t*$"):  # "**Answer:**" alone on its line: the answer is on the next
+        pos = end
+        for _ in range(4):
+            if pos < 0:
+                return None
+            nxt = text.find("\n", pos + 1, pos + 2001)
+            line = text[pos + 1 : nxt if nxt >= 0 else min(n, pos + 2001)]
+            if line.strip():
+                break
+            pos = nxt
+    ans = line.strip().strip("*").strip()
     m = _ANSWER_PREFIX_RE.match(ans)  # "Final Answer: The final answer is 3"
     if m:
         ans = ans[m.end() :]
-    ans = _HOPE_RE.sub("", ans)
+    group = _last_box_group(ans)
+    if group is not None:
+        return group[2]
+    ans = ans.strip()
+    # a leading math span is the answer: "Answer: $42$ (from the first case)"
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if ans.startswith(left):
+            close = ans.find(right, len(left))
+            if close > len(left):
+                ans = ans[len(left) : close]
+                break
+    else:
+        ans = _HOPE_RE.sub("", ans)
+        m = _SENTENCE_END_RE.search(ans)  # "Answer: 7.78. I hope it is correct."
+        if m:
+            ans = ans[: m.start()]
     # strip markdown bold, math delimiters and the sentence's full stop
     for _ in range(3):
         ans = ans.strip().strip("*").strip()
@@ -216,13 +273,46 @@ def extract_answer(text: str | None) -> str | None:
     return ans or None
 
 
+def extract_answer(text: str | None) -> str | None:
+    """The final answer of a model response, or ``None``.
+
+    The last final-answer marker in the response wins, wherever it stands: the last
+    balanced ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces kept; ``\\boxed 5`` also
+    accepted; unbalanced or empty boxes skipped), or an ``Answer:`` marker after it
+    (case-insensitive; ``**Answer:**``, ``Final Answer:`` and Minerva's ``Final Answer:
+    The final answer is X. I hope it is correct.`` too, also inside a line). Boxes that
+    follow each other with only separators between them (``\\boxed{2}, \\boxed{3}``) are
+    one multi-valued answer, returned joined by ``", "``. After a marker the answer is a
+    leading ``$...$`` span or the text up to the sentence's end. Only the last
+    :data:`EXTRACT_WINDOW_CHARS` characters are scanned, in linear time.
+    """
+    if not text:
+        return None
+    if not isinstance(text, str):
+        text = str(text)
+    if len(text) > EXTRACT_WINDOW_CHARS:
+        text = text[-EXTRACT_WINDOW_CHARS:]
+    group = _last_box_group(text)
+    box_end = group[1] if group is not None else 0
+    last = None
+    for m in _MARKER_RE.finditer(text, box_end):
+        last = m
+    if last is not None:
+        ans = _marker_answer(text, last.end())
+        if ans is not None:
+            return ans
+    return group[2] if group is not None else None
+
+
 # --------------------------------------------------------------------------------------
 # Normalization
 # --------------------------------------------------------------------------------------
 
 _WRAP_CMDS = r"text|textbf|textit|textrm|textsf|texttt|textnormal|mathrm|mathbf|mathit|mathsf|mbox|hbox|operatorname|boldsymbol"
 _TEXT_RE = re.compile(r"\\(?:" + _WRAP_CMDS + r")\s*\{([^{}]*)\}")
-_SPACE_CMDS_RE = re.compile(r"\\(?:,|;|:|quad|qquad|enspace|thinspace|medspace|thickspace)(?![A-Za-z])|\\ |~")
+# A matrix row break `\\` is matched first and kept, so that the spacing macro `\ ` never
+# takes the second backslash of `\\ ` (which would turn `1 \\ 2` into `1\2`).
+_SPACE_CMDS_RE = re.compile(r"(\\\\)|\\(?:,|;|:|quad|qquad|enspace|thinspace|medspace|thickspace)(?![A-Za-z])|\\ |~")
 _NEG_SPACE_RE = re.compile(r"\\!|\\(?:displaystyle|textstyle|limits|nolimits)(?![A-Za-z])")
 _LEFTRIGHT_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|big|Big|bigg|Bigg)(?![A-Za-z])")
 _DFRAC_RE = re.compile(r"\\[dt]frac(?![A-Za-z])")
@@ -235,7 +325,7 @@ _SQRT_SHORT_RE = re.compile(r"\\sqrt\s*(\d|[A-Za-z](?![A-Za-z]))")
 _THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _UNITS = (
     r"square\s+units?|sq\.?\s+units?|units?|dollars?|cents?|degrees?|deg|radians?|"
-    r"percent|points?|"
+    r"percent(?:age)?s?|per\s*cent|pct|points?|"
     r"mm|cm|km|m|meters?|metres?|centimeters?|millimeters?|kilometers?|"
     r"inch(?:es)?|in|ft|feet|foot|yards?|yd|miles?|mi|"
     r"kg|g|grams?|kilograms?|lbs?|pounds?|ounces?|oz|liters?|litres?|ml|"
@@ -246,10 +336,63 @@ _NUMBER_UNIT_RE = re.compile(
     r"(?:\s+|(?<=\d)(?=[A-Za-z]{2}))(?:" + _UNITS + r")(?:\^\{?[23]\}?|\s*\^?[23])?",
     re.IGNORECASE,
 )
+# A unit in a text wrapper at the end of any expression (`8\pi \text{ cm}^2`): the wrapper
+# says it is a word, not a product of variables, so it can go even after a non-number.
+_TEXT_UNIT_RE = re.compile(
+    r"(?<=\S)\s*\\(?:text|textrm|textnormal|mathrm|mbox)\s*\{\s*(?:" + _UNITS + r")\s*\}"
+    r"(?:\s*\^\s*\{?\s*[23]\s*\}?)?\s*\.?\s*$",
+    re.IGNORECASE,
+)
+# `x=2 \text{ or } x=-3`, `1 \text{and} 2`: a connective between the values of one answer.
+_TEXT_JOIN_RE = re.compile(r"\s*,?\s*\\(?:text|textrm|textnormal|mathrm|mbox)\s*\{\s*,?\s*(?:and|or)\s*\}\s*")
+_WORD_JOIN_RE = re.compile(r"\s*,?\s+(?:and|or)\s+")
+_MATHY_RE = re.compile(r"[\d\\=^_]")
+# `x = 2` as one value of an answer: a single-letter variable (optionally subscripted).
+_ASSIGN_RE = re.compile(r"\s*([A-Za-z](?:_\{?\w{1,3}\}?)?)\s*=\s*([^=<>]+?)\s*")
+# `32, 349` is a list of two numbers, not 32,349: keep it from reading as a thousands group
+# once whitespace is dropped (a `\,` after the comma is what math-verify reads as a list).
+_LIST_COMMA_RE = re.compile(r"(?<=\d),\s+(?=\d{3}(?!\d))")
+_SIMPLE_NUMBER_RE = re.compile(r"-?\d{1,40}(?:\.\d{1,40})?")
 _PLAIN_TEXT_RE = re.compile(r"[A-Za-z][A-Za-z '\-]*")
 _CHOICE_RE = re.compile(r"\(([A-Za-z])\)")
 _CMD_SPACE_RE = re.compile(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])")
 _WS_RE = re.compile(r"\s+")
+
+
+def _space_repl(m: re.Match) -> str:
+    return m.group(1) or " "
+
+
+def _split_top_level(s: str) -> list[str]:
+    """``s`` split at the commas outside any bracket."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(s):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(s[start:i])
+            start = i + 1
+    parts.append(s[start:])
+    return parts
+
+
+def _strip_assignments(s: str) -> str:
+    """``x=2, x=-3`` -> ``2, -3``: the values an answer assigns to one variable (the
+    variable must not occur on the right, so ``y=2y+1`` stays an equation)."""
+    if len(s) > 2000:
+        return s
+    values, var = [], None
+    for part in _split_top_level(s):
+        m = _ASSIGN_RE.fullmatch(part)
+        if m is None or (var is not None and m.group(1) != var):
+            return s
+        var = m.group(1)
+        if re.search(r"(?<![A-Za-z\\])" + re.escape(var) + r"(?![A-Za-z])", m.group(2)):
+            return s
+        values.append(m.group(2))
+    return ", ".join(values)
 
 
 def _unwrap_whole_box(s: str) -> str:
@@ -299,6 +442,8 @@ def _normalize(ans: str) -> str:
     if ans is None:
         return ""
     s = str(ans).strip()
+    if _SIMPLE_NUMBER_RE.fullmatch(s):  # most golds and answers: nothing to rewrite
+        return s
     if len(s) > MAX_NORMALIZE_CHARS:
         return s
     s = _unwrap_whole_box(s.replace("\x00", ""))
@@ -306,11 +451,13 @@ def _normalize(ans: str) -> str:
     if (s.startswith("\\(") and s.endswith("\\)")) or (s.startswith("\\[") and s.endswith("\\]")):
         s = s[2:-2]
     s = _NEG_SPACE_RE.sub("", s)
-    s = _SPACE_CMDS_RE.sub(" ", s)
+    s = _SPACE_CMDS_RE.sub(_space_repl, s)
     s = _LEFTRIGHT_RE.sub("", s)
     s = _DFRAC_RE.sub(r"\\frac", s)
     s = _DEGREE_RE.sub("", s)
     s = _PERCENT_RE.sub("", s)
+    s = _TEXT_UNIT_RE.sub("", s)
+    s = _TEXT_JOIN_RE.sub(", ", s)
     for _ in range(4):  # nested wrappers: \text{\textbf{x}}
         s2 = _TEXT_RE.sub(r"\1", s)
         if s2 == s:
@@ -318,6 +465,10 @@ def _normalize(ans: str) -> str:
         s = s2
     s = s.replace("{,}", ",").replace("**", "^")
     s = s.strip()
+    if (" and " in s or " or " in s) and _MATHY_RE.search(s):
+        s = _WORD_JOIN_RE.sub(", ", s)
+    if "=" in s:
+        s = _strip_assignments(s)
     m = _NUMBER_UNIT_RE.fullmatch(s)
     if m:
         s = m.group(1)
@@ -335,6 +486,7 @@ def _normalize(ans: str) -> str:
     s = _FRAC_SHORT1_RE.sub(r"\\frac{\1}{", s)
     s = _FRAC_SHORT2_RE.sub(r"\\frac{\1}{\2}", s)
     s = _SQRT_SHORT_RE.sub(r"\\sqrt{\1}", s)
+    s = _LIST_COMMA_RE.sub(",\\\\,", s)
     # Drop whitespace, except the one space that separates a control word from a
     # following letter (`\pi r` must not become `\pir`).
     s = _CMD_SPACE_RE.sub("\\1\x00", s)

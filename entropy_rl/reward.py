@@ -21,7 +21,7 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
-from entropy_rl.answers import DEFAULT_TIMEOUT, check_pairs, extract_answer
+from entropy_rl.answers import DEFAULT_TIMEOUT, all_boxed, check_pairs, extract_answer
 
 __all__ = ["compute_score", "gold_answers"]
 
@@ -40,8 +40,9 @@ def _number_to_str(x: numbers.Number) -> str:
 def gold_answers(ground_truth: Any) -> list[str]:
     """Acceptable gold answers from a string, a number, or a list/tuple/array of them.
 
-    A gold string that contains ``\\boxed{...}`` contributes its (last) boxed content;
-    empty entries are dropped.
+    A gold string that contains ``\\boxed{...}`` contributes its boxed content; several
+    boxes are one multi-valued answer, their contents joined by ``", "``. Empty entries are
+    dropped.
     """
     if ground_truth is None:
         return []
@@ -65,7 +66,10 @@ def gold_answers(ground_truth: Any) -> list[str]:
             continue
         s = _number_to_str(item) if isinstance(item, numbers.Number) else str(item)
         if "\\boxed" in s or "\\fbox" in s:
-            s = extract_answer(s) or s
+            # Several boxes in one gold are one multi-valued answer (`\boxed{1}\boxed{2}`):
+            # keeping only the last would give full reward for part of it.
+            boxes = all_boxed(s)
+            s = ", ".join(boxes) if boxes else s
         s = s.strip()
         if s:
             golds.append(s)
@@ -83,8 +87,8 @@ def compute_score(
 ) -> dict[str, Any]:
     """Binary correctness reward for a math response.
 
-    The final answer is the last ``\\boxed{}`` (or ``Answer:`` line) of
-    ``solution_str``; it is correct if it is equivalent to any gold answer
+    The final answer is the last final-answer marker of ``solution_str`` (the last
+    ``\\boxed{}`` group or a later ``Answer:``; :func:`entropy_rl.answers.extract_answer`); it is correct if it is equivalent to any gold answer
     (:func:`entropy_rl.answers.check_pairs`). ``timeout`` seconds (a ``timeout`` in
     ``reward_kwargs`` reaches it) bound each check *and* all checks of this sample
     together, so one sample costs at most ``timeout`` however many gold answers it has.

@@ -88,8 +88,37 @@ def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
 
 
-def test_extract_prefers_box_over_answer_line():
-    assert extract_answer("\\boxed{5}\nAnswer: 6") == "5"
+def test_last_final_answer_marker_wins():
+    # the marker that comes last is the answer, box or "Answer:", wherever it stands
+    assert extract_answer("\\boxed{5}\nAnswer: 6") == "6"
+    assert extract_answer("Answer: 6\nso in the end \\boxed{5}") == "5"
+    assert extract_answer("Answer: \\boxed{5}") == "5"  # the marker's own box
+    # a DAPO response that changes its mind on the same line
+    assert extract_answer("Answer: $42$ ... Wait, let me reconsider. Answer: 41") == "41"
+    assert extract_answer("Answer: $42$\nWait, let me reconsider. Answer: 41") == "41"
+    # Minerva's format inside a line, decimals kept, the closing sentence dropped
+    text = "So the speed is 7.78 m/s. Final Answer: The final answer is 7.78. I hope it is correct."
+    assert extract_answer(text) == "7.78"
+    assert extract_answer("**Final Answer:**\n\n$\\frac{3}{4}$") == "\\frac{3}{4}"
+    assert extract_answer("Answer: $12$ (from the first case)") == "12"
+    # a marker inside the final box is part of the box, not a later marker
+    assert extract_answer("\\boxed{\\text{Answer: 5}}") == "\\text{Answer: 5}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (r"\boxed{(2, 2)} \quad\text{and}\quad \boxed{(6, 2)}", "(2, 2), (6, 2)"),
+        (r"$\boxed{1}\boxed{2}$", "1, 2"),
+        (r"so $x = \boxed{2}$ or $x = \boxed{-3}$.", "2, -3"),
+        (r"\[\boxed{3}, \boxed{5}\]", "3, 5"),
+        # an intermediate box earlier in the text is not part of the final answer
+        (r"we get \boxed{4} for the first part; hence the total is \boxed{9}", "9"),
+        (r"\boxed{1} hmm no, \boxed{2}", "2"),
+    ],
+)
+def test_adjacent_boxes_are_one_answer(text, expected):
+    assert extract_answer(text) == expected
 
 
 def test_extract_is_linear_and_bounded():
@@ -137,6 +166,25 @@ def test_extract_is_linear_and_bounded():
         ("1\\,000\\!", "1000"),
         ("\\sqrt2", "\\sqrt{2}"),
         ("2m", "2m"),  # not a unit without a space: could be a variable
+        # a matrix row break followed by a space keeps both backslashes
+        ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+        ("\\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}", "\\begin{pmatrix}1&0\\\\0&1\\end{pmatrix}"),
+        ("1\\ 000", "1000"),  # the spacing macro itself still goes
+        # joined answers and assignments to one variable
+        ("x=2 \\text{ or } x=-3", "2,-3"),
+        ("p = -1 \\text{ and } p = \\dfrac{15}{8}", "-1,\\frac{15}{8}"),
+        ("2 and 3", "2,3"),
+        ("y = 2y + 1", "y=2y+1"),  # the variable on the right: an equation, kept
+        ("x = 1, y = 2", "x=1,y=2"),  # two variables: kept
+        # units after an expression, and percent words
+        ("8\\pi \\text{ cm}^2", "8\\pi"),
+        ("3\\sqrt{2}\\ \\text{units}", "3\\sqrt{2}"),
+        ("28 pct", "28"),
+        ("28 percentage", "28"),
+        ("28 percent", "28"),
+        # a comma and a space before three digits separate two values
+        ("32, 349", "32,\\,349"),
+        ("32,349", "32349"),
     ],
 )
 def test_normalize_answer(raw, norm):
@@ -176,6 +224,14 @@ EQUIVALENT = [
     ("1/3", "0.333333"),
     ("y = 2x + 1", "y=1+2x"),
     ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    ("x=2 \\text{ or } x=-3", "2, -3"),
+    ("x=-3 \\text{ or } x=2", "2, -3"),
+    ("p = -1 \\text{ and } p = \\dfrac{15}{8}", "-1, \\frac{15}{8}"),
+    ("8\\pi \\text{ cm}^2", "8\\pi"),
+    ("28 pct", "28\\%"),
+    ("28 percentage", "28\\%"),
+    ("(2, 2), (6, 2)", "(2,2),(6,2)"),
 ]
 
 NOT_EQUIVALENT = [
@@ -192,6 +248,12 @@ NOT_EQUIVALENT = [
     ("\\text{Monday}", "tuesday"),
     ("\\{1,2\\}", "\\{1,3\\}"),
     ("2\\pi", "6.28"),
+    ("32, 349", "32349"),  # two values, not a thousands group
+    ("32,\\ 349", "32349"),
+    ("2", "1, 2"),  # part of a multi-valued answer
+    ("x=2", "2, -3"),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\3\\end{pmatrix}"),
+    ("8\\pi \\text{ cm}^2", "8"),
 ]
 
 

@@ -47,6 +47,46 @@ def test_answer_line_fallback():
     assert _call("We compute.\nAnswer: 42", "42")["score"] == 1.0
 
 
+def test_multi_box_gold_needs_every_value():
+    gold = r"$\boxed{1}\boxed{2}$"
+    assert _call(r"\boxed{2}", gold)["score"] == 0.0
+    assert _call(r"\boxed{1}", gold)["score"] == 0.0
+    assert _call(r"so \boxed{1}\boxed{2}", gold)["score"] == 1.0
+    assert _call(r"so \boxed{2}, \boxed{1}", gold)["score"] == 1.0  # a list of values: unordered
+    assert _call(r"\boxed{1, 2}", gold)["score"] == 1.0
+    assert gold_answers(gold) == ["1, 2"]
+    # boxes apart in a worked gold solution are still one answer
+    assert gold_answers(r"For (a) \boxed{3}; for (b) we get \boxed{5}.") == ["3, 5"]
+
+
+def test_adjacent_boxes_in_prediction():
+    pred = r"The solutions are \boxed{(2, 2)} \quad\text{and}\quad \boxed{(6, 2)}."
+    assert _call(pred, "(2,2),(6,2)")["score"] == 1.0
+    # an intermediate box earlier in the text is not part of the answer
+    assert _call(r"First \boxed{(2, 2)}. Checking again, only \boxed{(6, 2)}", "(2,2),(6,2)")["score"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("solution", "gold", "expected"),
+    [
+        ("Answer: $42$ ... Wait, let me reconsider. Answer: 41", "41", 1.0),
+        ("Answer: $42$ ... Wait, let me reconsider. Answer: 41", "42", 0.0),
+        ("\\boxed{12}\nHmm, that double counts.\nAnswer: 6", "6", 1.0),
+        ("Thus v = 7.78. Final Answer: The final answer is 7.78. I hope it is correct.", "7.78", 1.0),
+        (r"\boxed{32, 349}", "32349", 0.0),
+        (r"\boxed{32,349}", "32349", 1.0),
+        (r"\boxed{x=2 \text{ or } x=-3}", "2, -3", 1.0),
+        (r"\boxed{p = -1 \text{ and } p = \dfrac{15}{8}}", r"-1, \frac{15}{8}", 1.0),
+        (r"\boxed{8\pi \text{ cm}^2}", r"8\pi", 1.0),
+        (r"\boxed{28 \text{ pct}}", r"28\%", 1.0),
+        (r"\boxed{28 percentage}", r"28\%", 1.0),
+        (r"$\boxed{\begin{pmatrix} 1 \\ 2 \end{pmatrix}}$", r"\begin{pmatrix}1\\2\end{pmatrix}", 1.0),
+    ],
+)
+def test_issue_regressions(solution, gold, expected):
+    assert _call(solution, gold)["score"] == expected
+
+
 def test_last_box_counts():
     assert _call("\\boxed{1} hmm no, \\boxed{2}", "2")["score"] == 1.0
     assert _call("\\boxed{2} hmm no, \\boxed{1}", "2")["score"] == 0.0
