@@ -85,6 +85,7 @@ __all__ = [
     "all_boxed",
     "check_pairs",
     "equivalent_pairs",
+    "exact_number",
     "extract_answer",
     "is_equivalent",
     "normalize_answer",
@@ -528,6 +529,28 @@ def _exact_number(s: str) -> Fraction | None:
     return None
 
 
+def exact_number(normal_form: str) -> Fraction | None:
+    """The exact value of a normal form that is a plain number (``-3``, ``0.25``, ``3/4``,
+    ``\\frac{3}{4}``), else ``None``. Two such values decide equivalence without sympy:
+    equal values are equivalent; two integers, or two values more than
+    :data:`NUMBER_TOLERANCE` apart, are not (see :func:`numbers_need_check`)."""
+    if len(normal_form) > 100:
+        return None
+    return _exact_number(normal_form)
+
+
+#: Two plain numbers closer than this (and not both integers) go to math-verify, which
+#: rounds floats; farther apart they can never be equal.
+NUMBER_TOLERANCE = Fraction(1, 10**5)
+
+
+def numbers_need_check(p: str, a: Fraction, g: str, b: Fraction) -> bool:
+    """Whether two plain numbers (normal forms ``p``, ``g`` with values ``a``, ``b``) still
+    need math-verify: only distinct values within :data:`NUMBER_TOLERANCE` that are not
+    both integers."""
+    return a != b and abs(a - b) <= NUMBER_TOLERANCE and not (_INT_RE.fullmatch(p) and _INT_RE.fullmatch(g))
+
+
 def _fast_verdict(p: str, g: str) -> bool | None:
     """Decide from normal forms alone when that is certain; ``None`` = needs sympy."""
     if not p or not g:
@@ -536,13 +559,15 @@ def _fast_verdict(p: str, g: str) -> bool | None:
         return True
     if len(p) > MAX_SYMBOLIC_CHARS or len(g) > MAX_SYMBOLIC_CHARS:
         return False
+    if _INT_RE.fullmatch(p) and _INT_RE.fullmatch(g):  # the common case, without Fractions
+        return int(p) == int(g)
     a, b = _exact_number(p), _exact_number(g)
     if a is not None and b is not None:
         if a == b:
             return True
         # math-verify rounds floats to 6 decimals; a larger gap can never be "equal",
         # and two distinct integers are compared exactly.
-        if abs(a - b) > Fraction(1, 10**5) or (_INT_RE.fullmatch(p) and _INT_RE.fullmatch(g)):
+        if abs(a - b) > NUMBER_TOLERANCE or (_INT_RE.fullmatch(p) and _INT_RE.fullmatch(g)):
             return False
     return None
 

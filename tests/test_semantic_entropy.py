@@ -90,3 +90,34 @@ def test_default_equivalence_is_mathematical():
     ids = cluster_answers([r"\frac{1}{2}", "0.5", "1/2", "3", r"\dfrac12", None])
     assert ids[:3] == [0, 0, 0] and ids[4] == 0 and ids[3] == 1 and ids[5] == 2
     assert semantic_entropy(ids) == pytest.approx(-(4 / 6) * math.log(4 / 6) - 2 * (1 / 6) * math.log(1 / 6))
+
+
+def test_number_grouping_gives_the_pairwise_classes():
+    """The default clusterer groups plain numbers by exact value instead of checking every
+    pair; its classes must equal those of the pairwise check on the same answers."""
+    import random
+
+    from entropy_rl.answers import is_equivalent, normalize_answer
+
+    rng = random.Random(3)
+    pool = ["3", "3.0", "03", "-3", "0.5", "\\frac{1}{2}", "1/2", "\\frac{2}{4}", "1/3", "0.333333",
+            "0.3333333", "2", "2.000001", "2.0001", "7", "\\sqrt{4}", "x+1", "1+x", "\\frac{\\sqrt{3}}{2}",
+            "0.866025", None, "1000", "1,000", "10^3", "12", "12.5", "25/2", "\\text{12}"]
+    for _ in range(4):
+        answers = [rng.choice(pool) for _ in range(24)]
+        fast = cluster_answers(answers)
+        slow = cluster_answers(answers, equivalent=is_equivalent, normalize=normalize_answer)
+        assert fast == slow, answers
+
+
+def test_integer_answers_cluster_without_the_worker(monkeypatch):
+    from entropy_rl import answers as answers_mod
+
+    def boom(*a, **k):  # pragma: no cover - must not be called
+        raise AssertionError("worker used")
+
+    monkeypatch.setattr(answers_mod, "_get_pool", boom)
+    ints = [str((i * 7919) % 1500) for i in range(2048)]
+    ids = cluster_answers(ints)
+    assert max(ids) + 1 == len(set(ints))
+    assert all((ids[i] == ids[j]) == (ints[i] == ints[j]) for i in range(0, 2048, 97) for j in range(0, 2048, 89))
