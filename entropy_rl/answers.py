@@ -569,7 +569,164 @@ def _fast_verdict(p: str, g: str) -> bool | None:
         # and two distinct integers are compared exactly.
         if abs(a - b) > NUMBER_TOLERANCE or (_INT_RE.fullmatch(p) and _INT_RE.fullmatch(g)):
             return False
+        return None
+    if len(p) > 200 or len(g) > 200:
+        return None
+    return _structure_verdict(_structure(p), _structure(g))
+
+
+# Exact values beyond plain numbers, decided without sympy: q * sqrt(n) * pi^k (simple
+# radicals and multiples of pi), sets and bare lists of them (unordered, as math-verify
+# compares them), tuples and two-ended intervals of them, and words. Anything else, or
+# anything these rules cannot settle, goes to math-verify; tests check that every verdict
+# given here is the one math-verify gives.
+_COEF = r"(-?)(\d{1,6})?"
+_RADICAL_RES = (
+    (re.compile(_COEF + r"\\sqrt\{(\d{1,6})\}"), 0),  # 2\sqrt{3}
+    (re.compile(_COEF + r"\\sqrt\{(\d{1,6})\}/(\d{1,6})"), 0),  # \sqrt{3}/2
+    (re.compile(r"(-?)\\frac\{(\d{1,6})?\\sqrt\{(\d{1,6})\}\}\{(\d{1,6})\}"), 0),  # \frac{\sqrt{3}}{2}
+)
+_PI_RES = (
+    re.compile(_COEF + r"(?:\\cdot)?\\pi"),  # 3\pi, 3\cdot\pi
+    re.compile(r"(-?)\\pi(?:\\cdot(\d{1,6}))?"),  # \pi\cdot 3
+    re.compile(_COEF + r"\\pi/(\d{1,6})"),  # 3\pi/2
+    re.compile(r"(-?)\\frac\{(\d{1,6})?\\pi\}\{(\d{1,6})\}"),  # \frac{3\pi}{2}
+)
+_WORD_RE = re.compile(r"[a-z]{1,60}")
+_MAX_ELEMENTS = 20
+
+_Value = tuple  # (q: Fraction, n: square-free int, k: power of pi, 0 or 1)
+
+
+def _radical(s: str) -> _Value | None:
+    """``(q, n, k)`` with ``s == q * sqrt(n) * pi**k``, ``n`` square-free; else ``None``."""
+    v = _exact_number(s) if len(s) <= 100 else None
+    if v is not None:
+        return v, 1, 0
+    if "\\pi" in s:
+        for rx in _PI_RES:
+            m = rx.fullmatch(s)
+            if m is None:
+                continue
+            coef = int(m.group(2)) if m.group(2) else 1
+            den = int(m.group(3)) if m.lastindex and m.lastindex >= 3 and m.group(3) else 1
+            if den == 0:
+                return None
+            return Fraction(-coef if m.group(1) else coef, den), 1, 1
+        return None
+    for k, (rx, _) in enumerate(_RADICAL_RES):
+        m = rx.fullmatch(s)
+        if m is None:
+            continue
+        coef = int(m.group(2)) if m.group(2) else 1
+        n = int(m.group(3))
+        den = int(m.group(4)) if k > 0 else 1
+        if den == 0:
+            return None
+        q = Fraction(-coef if m.group(1) else coef, den)
+        if n == 0:
+            return Fraction(0), 1, 0
+        f = 2
+        while f * f <= n:  # pull squares out of the radicand (n <= 10^6: <= 1000 steps)
+            while n % (f * f) == 0:
+                n //= f * f
+                q *= f
+            f += 1
+        return q, n, 0
     return None
+
+
+def _structure(s: str) -> tuple | None:
+    if _WORD_RE.fullmatch(s):
+        return ("word", s)
+    r = _radical(s)
+    if r is not None:
+        return ("num", r)
+    if s.startswith("\\{") and s.endswith("\\}"):
+        parts, kind = _split_top_level(s[2:-2]), "set"
+    elif s[:1] in "([" and s[-1:] in ")]":
+        parts, kind = _split_top_level(s[1:-1]), s[0] + s[-1]
+    elif "," in s and s[:1] not in "([{" and s[-1:] not in ")]}":
+        parts, kind = _split_top_level(s), "set"  # a bare list: unordered, like a set
+    else:
+        return None
+    if not 2 <= len(parts) <= _MAX_ELEMENTS:
+        return None
+    if kind not in ("set", "()") and len(parts) != 2:
+        return None
+    vals = [_radical(x) for x in parts]
+    if any(v is None for v in vals):
+        return None
+    return (kind, tuple(vals))
+
+
+def _rad_float(v: _Value) -> float:
+    return float(v[0]) * (v[1] ** 0.5) * (3.141592653589793 if v[2] else 1.0)
+
+
+def _apart(a: _Value, b: _Value) -> bool | None:
+    """True: equal; False: too far apart for math-verify's rounding; None: too close to say."""
+    if a == b:
+        return True
+    if abs(_rad_float(a) - _rad_float(b)) > 1e-4:
+        return False
+    return None
+
+
+def _structure_verdict(x: tuple | None, y: tuple | None) -> bool | None:
+    if x is None or y is None:
+        return None
+    if x[0] == "word" or y[0] == "word":
+        if x[0] == y[0] == "word":
+            # a word is a product of one-letter symbols to math-verify: different letter
+            # counts (ignoring `i`, whose powers cycle) are different products
+            a, b = x[1], y[1]
+            return False if sorted(a.replace("i", "")) != sorted(b.replace("i", "")) else None
+        w = x[1] if x[0] == "word" else y[1]
+        # a product with a free symbol is never a constant, a set or a tuple of constants
+        return False if set(w) - set("eiop") else None
+    if x[0] == "num" and y[0] == "num":
+        return _apart(x[1], y[1])
+    if x[0] == "num" or y[0] == "num":
+        return None
+    xs, ys = x[1], y[1]
+    if x[0] == "set" or y[0] == "set":
+        if x[0] != y[0]:
+            return None
+        if set(xs) == set(ys):
+            return True
+        for u in set(xs) ^ set(ys):
+            for v in list(xs) + list(ys):
+                if u != v and _apart(u, v) is None:
+                    return None
+        return False
+    if len(xs) != 2 or len(ys) != 2:  # tuples of three or more: element by element
+        if x[0] != y[0] or len(xs) != len(ys):
+            return None
+        verdicts = [_apart(u, v) for u, v in zip(xs, ys)]
+        if all(v is True for v in verdicts):
+            return True
+        return False if any(v is False for v in verdicts) else None
+    # Two ends in brackets are an interval to math-verify: `(a, b)` with a >= b is empty,
+    # and every empty interval equals every other, so only non-empty ones (ends well
+    # apart) are compared by their ends and brackets.
+    x_empty = _rad_float(xs[0]) >= _rad_float(xs[1]) - 1e-4
+    y_empty = _rad_float(ys[0]) >= _rad_float(ys[1]) - 1e-4
+    if x_empty or y_empty:
+        if x_empty and y_empty:
+            return None
+        # one side surely non-empty, the other surely empty: ends the wrong way round, or
+        # equal ends with an open bracket
+        e, k = (xs, x[0]) if x_empty else (ys, y[0])
+        if _rad_float(e[0]) > _rad_float(e[1]) + 1e-4 or (e[0] == e[1] and k != "[]"):
+            return False
+        return None
+    if x[0] != y[0]:
+        return False  # same ends, other brackets, or other ends: different sets
+    verdicts = [_apart(u, v) for u, v in zip(xs, ys)]
+    if all(v is True for v in verdicts):
+        return True
+    return False if any(v is False for v in verdicts) else None
 
 
 # --------------------------------------------------------------------------------------

@@ -290,6 +290,18 @@ def test_fast_path_skips_worker(monkeypatch):
     assert is_equivalent("1/2", "0.5")
     assert not is_equivalent("12", "13")
     assert not is_equivalent("0.5", "0.75")
+    # radicals, multiples of pi, sets, lists, tuples and intervals of them, words
+    assert is_equivalent("\\sqrt{12}", "2\\sqrt{3}")
+    assert not is_equivalent("\\sqrt{6}", "2\\sqrt{3}")
+    assert is_equivalent("\\pi \\cdot 3", "3\\pi")
+    assert not is_equivalent("\\frac{3\\pi}{2}", "3\\pi")
+    assert is_equivalent("\\{18, 14, -6\\}", "\\{-6,14,18\\}")
+    assert is_equivalent("-6, 14, 18", "\\{-6,14,18\\}")
+    assert not is_equivalent("\\{-6,14\\}", "\\{-6,14,18\\}")
+    assert not is_equivalent("(-5, -2)", "(-3, 5)")
+    assert not is_equivalent("[-3, 5)", "(-3, 5)")
+    assert not is_equivalent("tuesday", "monday")
+    assert not is_equivalent("32, 349", "32349")
     long = "x+" * 600 + "1"
     assert is_equivalent(long, long)
     assert not is_equivalent(long, long + "+1")  # over MAX_SYMBOLIC_CHARS: string only
