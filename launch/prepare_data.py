@@ -30,8 +30,18 @@ All files share one Arrow schema (:data:`SCHEMA`), so veRL can concatenate sever
 - DAPO-Math-17k repeats each of its ~17k problems about 100 times (1.79M rows): rows are
   de-duplicated on the problem text (after removing DAPO's "Answer:" prompt template,
   which our boxed instruction replaces); the first occurrence is kept and the number
-  dropped is printed, as is the number of duplicates whose gold disagreed with the kept
-  row. Evaluation sets are never de-duplicated (benchmarks keep their official size).
+  dropped is printed. A problem whose copies carry *different* golds (equal normal forms
+  or equal plain numbers count as the same gold) cannot have them all right, and a wrong gold is a wrong reward on
+  every step that samples it: such problems are dropped whole by default, each written to
+  ``rejected.jsonl`` with all its golds and rows, and their count is printed
+  (``--keep-conflicts`` keeps the first copy instead). ``--limit`` still reads such a set
+  to the end, so its rows are a prefix of the full run's. Evaluation sets are never de-duplicated (benchmarks keep their official size).
+- Golds lose inner math delimiters too (OlympiadBench stores ``'$69$,$84$'``):
+  ``$a$,$b$`` -> ``a, b`` and every unescaped ``$`` goes (``\\$`` stays a dollar sign).
+- Hub datasets are read at a fixed revision: ``DatasetSpec.revision`` (or ``--revision
+  name=REV``) if set, else the repository's current commit, resolved once before loading.
+  The revision asked for and the commit read are recorded in the written parquet's
+  metadata (key ``entropy_rl``, with the source and row counts), so a rerun can pin it.
 - Every row is validated: a problem must be a non-empty string (or chat list), a gold a
   non-empty string, a finite number (normalised to a string here, explicitly) or a list of
   those; None, NaN, inf, bools, dicts and other types are rejected. A bad row raises
@@ -54,6 +64,7 @@ import json
 import math
 import numbers
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +77,7 @@ import pyarrow.parquet as pq
 if __package__ in (None, ""):  # `python launch/prepare_data.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from entropy_rl.answers import extract_answer  # noqa: E402
+from entropy_rl.answers import exact_number, extract_answer, normalize_answer  # noqa: E402
 
 try:
     from tqdm.auto import tqdm
@@ -85,6 +96,7 @@ __all__ = [
     "normalize_gold",
     "prepare",
     "prepare_dataset",
+    "read_metadata",
 ]
 
 #: Appended to every problem (train and eval alike): the reward reads the last \boxed{}.
@@ -119,6 +131,10 @@ class DatasetSpec:
     dedupe: bool = False
     template: tuple[str, str] | None = None  # (prefix, suffix) removed from the problem
     checked: str = ""  # what we could verify about repo / split / columns
+    # Hub revision (commit sha, tag or branch) to read. None: the current commit, resolved
+    # when loading and recorded in the output's metadata; pin it here (or --revision)
+    # once it has been read, so every rerun reads the same data.
+    revision: str | None = None
 
 
 # The one place to fix a Hub id, split or column. `checked` says what was verified. The Hub
@@ -244,6 +260,7 @@ class ConvertStats:
     seen: int = 0  # source rows read
     duplicates: int = 0  # dropped as duplicates of an earlier problem
     conflicts: int = 0  # duplicates whose gold differed from the kept row's
+    conflict_problems: int = 0  # problems dropped because their copies' golds disagree
     untemplated: int = 0  # rows of a templated dataset without the expected template
     rejected: list[dict] = field(default_factory=list)  # with skip_invalid
 
@@ -258,9 +275,11 @@ class Result:
     skipped: bool = False  # output existed and --force was not given
     duplicates: int = 0
     conflicts: int = 0
+    conflict_problems: int = 0
     rejected: int = 0
     rejected_path: Path | None = None
     source: str = ""
+    revision: str | None = None  # the Hub commit read (None: a local source)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -304,6 +323,18 @@ def _unwrap_dollars(s: str) -> str:
     return s
 
 
+_DOLLAR_SEP_RE = re.compile(r"(?<!\\)\$\s*([,;])\s*\$")
+_DOLLAR_RE = re.compile(r"(?<!\\)\$")
+
+
+def _strip_inner_dollars(s: str) -> str:
+    """``$69$,$84$`` -> ``69, 84``: math delimiters inside a gold are not part of it."""
+    if "$" not in s.replace("\\$", ""):
+        return s
+    s = _DOLLAR_SEP_RE.sub(lambda m: m.group(1) + " ", s)
+    return _DOLLAR_RE.sub("", s).strip()
+
+
 def normalize_gold(value: Any, name: str = "answer") -> str:
     """The gold answer as a clean string (see module doc); raises on unusable golds."""
     if value is None or value is _MISSING:
@@ -331,12 +362,20 @@ def normalize_gold(value: Any, name: str = "answer") -> str:
         if inner is None:
             raise _RowError(name, f"has an empty or unclosed \\boxed{{}}: {s[:80]!r}")
         s = inner.strip()
-    s = _unwrap_dollars(s)
+    s = _strip_inner_dollars(_unwrap_dollars(s))
     if not s:
         raise _RowError(name, "is empty")
     if extract_answer("\\boxed{" + s + "}") != s:
         raise _RowError(name, f"cannot be boxed and read back (unbalanced braces?): {s[:80]!r}")
     return s
+
+
+def _gold_key(gold: str) -> str:
+    """Two golds with the same key are the same answer (``9`` and ``9.0``, ``\\frac12`` and
+    ``1/2``): the normal form, or the exact value of a plain number."""
+    key = normalize_answer(gold)
+    v = exact_number(key)
+    return key if v is None else f"={v}"
 
 
 def _strip_template(text: str, template: tuple[str, str]) -> tuple[str, bool]:
@@ -404,20 +443,27 @@ def convert_rows(
     skip_invalid: bool = False,
     limit: int | None = None,
     stats: ConvertStats | None = None,
+    keep_conflicts: bool = False,
 ) -> list[dict]:
     """Source rows of dataset ``name`` (dicts with the columns of ``DATASETS[name]``) ->
     records in veRL's schema, validated, de-duplicated where the spec says so.
 
     A bad row raises :class:`DataError` (``"<name> (<origin>) row <i>: field '<f>' ..."``,
     ``i`` 0-based), or with ``skip_invalid`` is appended to ``stats.rejected``.
-    ``limit`` stops after that many written rows.
+    ``limit`` stops after that many written rows; a de-duplicated set is still read to the
+    end first, since a later copy can show that a gold conflicts. A de-duplicated problem whose copies disagree on the
+    gold is dropped and added to ``stats.rejected`` (with every gold and row), unless
+    ``keep_conflicts``: then its first copy is kept.
     """
     spec = _spec(name)
     stats = stats if stats is not None else ConvertStats()
     out: list[dict] = []
     seen: dict[str, str] = {}
+    # problem -> (first row, its gold, source id) and every distinct gold with its rows
+    golds: dict[str, dict[str, tuple[str, list[int]]]] = {}  # normal form -> (gold, rows)
+    kept: list[tuple[str, str, str | None, int]] = []
     for i, row in enumerate(rows):
-        if limit is not None and len(out) >= limit:
+        if limit is not None and not spec.dedupe and len(out) >= limit:
             break
         stats.seen += 1
         try:
@@ -430,12 +476,38 @@ def convert_rows(
                                    "reason": e.describe(), "error": msg, "record": _json_safe(row)})
             continue
         if spec.dedupe:
+            key = _gold_key(gold)
+            by_gold = golds.setdefault(problem, {})
+            by_gold.setdefault(key, (gold, []))[1].append(i)
             if problem in seen:
                 stats.duplicates += 1
-                stats.conflicts += seen[problem] != gold
+                stats.conflicts += _gold_key(seen[problem]) != key
                 continue
             seen[problem] = gold
+            stats.untemplated += not had_template
+            kept.append((problem, gold, source_id, i))
+            continue
         stats.untemplated += not had_template
+        out.append(_record(name, spec, problem, gold, source_id, len(out)))
+    for problem, gold, source_id, i in kept:
+        by_gold = golds[problem]
+        if len(by_gold) > 1:
+            stats.conflict_problems += 1
+            if not keep_conflicts:
+                all_golds = [g for g, _ in by_gold.values()]  # as the source wrote them
+                stats.rejected.append({
+                    "dataset": name, "file": origin, "row": i, "field": spec.answer[0],
+                    "kind": "conflict",
+                    "reason": f"copies of this problem carry {len(all_golds)} different golds: {all_golds}",
+                    "error": f"{name} ({origin}) row {i}: field '{spec.answer[0]}' differs between "
+                             f"copies of the same problem: {all_golds}",
+                    "golds": all_golds,
+                    "rows": {g: rows[:20] for g, rows in by_gold.values()},  # first 20 rows of each
+                    "problem": problem[:2000],
+                })
+                continue
+        if limit is not None and len(out) >= limit:
+            break
         out.append(_record(name, spec, problem, gold, source_id, len(out)))
     return out
 
@@ -488,6 +560,8 @@ class _Source:
     rows: Iterable[Any]
     total: int | None
     columns: list[str] | None  # known for tabular sources
+    revision: str | None = None  # the Hub commit read
+    revision_requested: str | None = None
 
 
 def _local_source(name: str, spec: DatasetSpec, source_dir: Path) -> _Source:
@@ -523,12 +597,30 @@ def _local_source(name: str, spec: DatasetSpec, source_dir: Path) -> _Source:
     return _Source(str(path), data, len(data), None)
 
 
-def _hub_source(name: str, spec: DatasetSpec) -> _Source:
+def _resolve_revision(repo: str, revision: str | None) -> str | None:
+    """The commit sha that ``revision`` (None: the default branch) of a Hub dataset points
+    to now, or None when the Hub cannot say (offline; ``datasets`` may still have a cache)."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(repo, revision=revision).sha
+    except Exception:
+        return None
+
+
+def _hub_source(name: str, spec: DatasetSpec, revision: str | None = None) -> _Source:
     import datasets  # slow import; only needed for the Hub
 
     origin = f"hub:{spec.repo}" + (f"/{spec.config}" if spec.config else "") + f"[{spec.split}]"
+    # Read one fixed commit: the one asked for, else the current one, so that the data read
+    # and the revision recorded are the same even if the repository changes meanwhile.
+    sha = _resolve_revision(spec.repo, revision)
+    use_rev = sha or revision
+    if revision is None:
+        print(f"[{name}] note: no revision pinned for {spec.repo}; reading commit {sha or 'unknown (offline)'} "
+              f"(pin it with DatasetSpec.revision or --revision {name}=<sha>)")
     try:
-        ds = datasets.load_dataset(spec.repo, spec.config, split=spec.split)
+        ds = datasets.load_dataset(spec.repo, spec.config, split=spec.split, revision=use_rev)
     except Exception as e:  # network, auth, renamed repo / split
         raise DataError(
             f"{name}: could not load {origin}: {type(e).__name__}: {e}\n"
@@ -544,7 +636,7 @@ def _hub_source(name: str, spec: DatasetSpec) -> _Source:
         for batch in ds.with_format("arrow").iter(batch_size=8192):
             yield from batch.to_pylist()
 
-    return _Source(origin, rows(), len(ds), columns)
+    return _Source(origin, rows(), len(ds), columns, revision=sha or revision, revision_requested=revision)
 
 
 # --------------------------------------------------------------------------- writing
@@ -560,8 +652,10 @@ def _write_atomic(path: Path, write) -> None:
         raise
 
 
-def _write_parquet(path: Path, records: list[dict]) -> None:
+def _write_parquet(path: Path, records: list[dict], meta: dict | None = None) -> None:
     table = pa.Table.from_pylist(records, schema=SCHEMA)
+    if meta is not None:  # where the rows came from, read back by read_metadata()
+        table = table.replace_schema_metadata({b"entropy_rl": json.dumps(meta, sort_keys=True).encode()})
     _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
@@ -572,6 +666,13 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
     _write_atomic(path, write)
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The provenance a written file records: source, Hub revision asked for and read,
+    row counts (see the module doc); ``{}`` for a file without it."""
+    raw = (pq.read_schema(path).metadata or {}).get(b"entropy_rl")
+    return json.loads(raw) if raw else {}
 
 
 def output_path(name: str, out: str | os.PathLike) -> Path:
@@ -588,8 +689,11 @@ def prepare_dataset(
     force: bool = False,
     skip_invalid: bool = False,
     progress: bool = True,
+    keep_conflicts: bool = False,
+    revision: str | None = None,
 ) -> Result:
-    """Convert one dataset (from the Hub, or ``source_dir/<name>.*``) and write it."""
+    """Convert one dataset (from the Hub, or ``source_dir/<name>.*``) and write it.
+    ``revision`` overrides the spec's Hub revision."""
     spec = _spec(name)
     path = output_path(name, out)
     result = Result(name=name, path=path)
@@ -597,8 +701,10 @@ def prepare_dataset(
         print(f"[{name}] {path} exists, skipped (--force rebuilds it)")
         result.skipped = True
         return result
-    src = _local_source(name, spec, Path(source_dir).expanduser()) if source_dir else _hub_source(name, spec)
+    src = (_local_source(name, spec, Path(source_dir).expanduser()) if source_dir
+           else _hub_source(name, spec, revision or spec.revision))
     result.source = src.origin
+    result.revision = src.revision
     if src.columns is not None:
         _check_columns(name, spec, src.columns, src.origin)
     print(f"[{name}] reading {src.origin}" + (f" ({src.total} rows)" if src.total is not None else ""))
@@ -610,7 +716,8 @@ def prepare_dataset(
     stats = ConvertStats()
     try:
         records = convert_rows(
-            name, rows, origin=src.origin, skip_invalid=skip_invalid, limit=limit, stats=stats
+            name, rows, origin=src.origin, skip_invalid=skip_invalid, limit=limit, stats=stats,
+            keep_conflicts=keep_conflicts,
         )
     finally:
         if bar is not None:
@@ -621,27 +728,40 @@ def prepare_dataset(
             f"{len(stats.rejected)} rejected, {stats.duplicates} duplicates)"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_parquet(path, records)
+    meta = {"dataset": name, "source": src.origin, "revision_requested": src.revision_requested,
+            "revision": src.revision, "rows": len(records), "source_rows_read": stats.seen,
+            "duplicates_dropped": stats.duplicates, "conflicting_problems": stats.conflict_problems,
+            "conflicts_dropped": not keep_conflicts, "rejected": len(stats.rejected)}
+    _write_parquet(path, records, meta)
     rejected_path = path.parent / "rejected.jsonl"
     if stats.rejected:
         _write_jsonl(rejected_path, stats.rejected)
         result.rejected_path = rejected_path
+    invalid = [r for r in stats.rejected if r.get("kind") != "conflict"]
+    if invalid:
         by_field: dict[str, int] = {}
-        for r in stats.rejected:
+        for r in invalid:
             label = f"field '{r['field']}'" if r["field"] else "unparsed record"
             by_field[label] = by_field.get(label, 0) + 1
         counts = ", ".join(f"{k}: {v}" for k, v in by_field.items())
-        print(f"[{name}] REJECTED {len(stats.rejected)} invalid rows ({counts}) -> {rejected_path}")
-        for r in stats.rejected[:_PRINT_REJECTED]:
+        print(f"[{name}] REJECTED {len(invalid)} invalid rows ({counts}) -> {rejected_path}")
+        for r in invalid[:_PRINT_REJECTED]:
             print(f"[{name}]   skipped {r['error']}")
-        if len(stats.rejected) > _PRINT_REJECTED:
-            print(f"[{name}]   ... {len(stats.rejected) - _PRINT_REJECTED} more, all in {rejected_path}")
-    else:
+        if len(invalid) > _PRINT_REJECTED:
+            print(f"[{name}]   ... {len(invalid) - _PRINT_REJECTED} more, all in {rejected_path}")
+    if not stats.rejected:
         rejected_path.unlink(missing_ok=True)  # a stale list from an earlier run would mislead
     if stats.duplicates:
         print(f"[{name}] dropped {stats.duplicates} duplicate rows (same problem text; first kept)")
     if stats.conflicts:
         print(f"[{name}] WARNING: {stats.conflicts} of those duplicates had a different gold answer")
+    if stats.conflict_problems:
+        if keep_conflicts:
+            print(f"[{name}] WARNING: kept the first copy of {stats.conflict_problems} problems whose "
+                  f"copies disagree on the gold (--keep-conflicts)")
+        else:
+            print(f"[{name}] DROPPED {stats.conflict_problems} problems whose copies disagree on the gold "
+                  f"-> {rejected_path} (each with all its golds)")
     if spec.template is not None and stats.untemplated:
         print(f"[{name}] note: {stats.untemplated} rows lacked the expected prompt template (kept as is)")
     if limit is not None and len(records) >= limit:
@@ -649,6 +769,7 @@ def prepare_dataset(
     result.rows = len(records)
     result.duplicates = stats.duplicates
     result.conflicts = stats.conflicts
+    result.conflict_problems = stats.conflict_problems
     result.rejected = len(stats.rejected)
     print(f"[{name}] wrote {result.rows} rows -> {path}")
     return result
@@ -664,6 +785,8 @@ def prepare(
     skip_invalid: bool = False,
     progress: bool = True,
     keep_going: bool = False,
+    keep_conflicts: bool = False,
+    revisions: dict[str, str] | None = None,
 ) -> list[Result]:
     """Prepare several datasets (``"all"``, a comma list or names); returns one
     :class:`Result` each. The first error is raised, or with ``keep_going`` every dataset
@@ -676,7 +799,8 @@ def prepare(
             results.append(
                 prepare_dataset(
                     name, out, source_dir=source_dir, limit=limit, force=force,
-                    skip_invalid=skip_invalid, progress=progress,
+                    skip_invalid=skip_invalid, progress=progress, keep_conflicts=keep_conflicts,
+                    revision=(revisions or {}).get(name),
                 )
             )
         except DataError as e:
@@ -717,6 +841,10 @@ def _print_summary(results: list[Result]) -> None:
             notes = [f"{r.rows} rows"]
             if r.duplicates:
                 notes.append(f"{r.duplicates} duplicates dropped")
+            if r.conflict_problems:
+                notes.append(f"{r.conflict_problems} problems with conflicting golds")
+            if r.revision:
+                notes.append(f"revision {r.revision}")
             if r.rejected:
                 notes.append(f"{r.rejected} rejected -> {r.rejected_path}")
             note = ", ".join(notes)
@@ -731,6 +859,7 @@ def _print_table() -> None:
         fields += (f" context={'|'.join(s.context)}" if s.context else "") + (" dedupe" if s.dedupe else "")
         print(f"    {fields}")
         print(f"    checked: {s.checked}")
+        print(f"    revision: {s.revision or 'not pinned (the current commit is read and recorded)'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -748,6 +877,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild outputs that already exist")
     p.add_argument("--skip-invalid", action="store_true",
                    help="write invalid rows to <out>/<name>/rejected.jsonl instead of failing")
+    p.add_argument("--keep-conflicts", action="store_true",
+                   help="keep the first copy of a duplicated problem whose copies disagree on the gold "
+                        "(default: drop it and write it to rejected.jsonl)")
+    p.add_argument("--revision", action="append", default=[], metavar="NAME=REV",
+                   help="read Hub dataset NAME at revision REV (commit sha, tag, branch); repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="print the dataset table and exit")
     args = p.parse_args(argv)
@@ -756,10 +890,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be >= 1")
+    revisions = {}
+    for item in args.revision:
+        name, sep, rev = item.partition("=")
+        if not sep or not rev or name not in DATASETS:
+            p.error(f"--revision {item!r}: expected NAME=REV with NAME one of {','.join(DATASETS)}")
+        revisions[name] = rev
     try:
         prepare(
             args.datasets, args.out, source_dir=args.source_dir, limit=args.limit, force=args.force,
             skip_invalid=args.skip_invalid, progress=not args.no_progress, keep_going=True,
+            keep_conflicts=args.keep_conflicts, revisions=revisions,
         )
     except DataError as e:
         print(f"prepare_data: error: {e}", file=sys.stderr)

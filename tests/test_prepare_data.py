@@ -35,8 +35,9 @@ DAPO_PROBLEMS = [
 ]
 
 
-def dapo_rows() -> list[dict]:
-    """Each problem repeated (as on the Hub), interleaved; plus one conflicting copy."""
+def dapo_rows(conflict: bool = False) -> list[dict]:
+    """Each problem repeated (as on the Hub), interleaved; with ``conflict``, plus one copy
+    of problem 0 with another gold."""
     rows = []
     for copy in range(3):
         for j, (q, a) in enumerate(DAPO_PROBLEMS):
@@ -49,9 +50,10 @@ def dapo_rows() -> list[dict]:
                     "extra_info": {"index": f"uuid-{j}-{copy}"},
                 }
             )
-    conflict = json.loads(json.dumps(rows[0]))
-    conflict["reward_model"]["ground_truth"] = "6"  # same problem, different gold
-    rows.append(conflict)
+    if conflict:
+        extra = json.loads(json.dumps(rows[0]))
+        extra["reward_model"]["ground_truth"] = "6"  # same problem, different gold
+        rows.append(extra)
     return rows
 
 
@@ -196,23 +198,59 @@ def test_gold_normalization(src, tmp_path):
     assert gt("aime24") == ["204", "025", "113", "104"]  # strings are kept verbatim
     g = pdata.normalize_gold
     assert g("  \\boxed{\\frac{3}{4}} ") == "\\frac{3}{4}"
-    assert g("$$7$$") == "7" and g("$a$ or $b$") == "$a$ or $b$"
+    assert g("$$7$$") == "7" and g("$a$ or $b$") == "a or b"
+    # OlympiadBench keeps math delimiters inside its golds: the gold is the answer without them
+    assert g("$69$,$84$") == "69, 84" and g(["$69$,$84$"]) == "69, 84"
+    assert g("$x=1$, $y=2$") == "x=1, y=2" and g("\\$5") == "\\$5"  # an escaped dollar is a dollar sign
     assert g(12) == "12" and g(2.0) == "2" and g(["$1$", 2]) == "1, 2"
     for bad in ("", "   ", "\\boxed{}", "\\boxed{1", float("nan"), [], None, "{", True):
         with pytest.raises(pdata._RowError):
             g(bad)
 
 
-def test_dapo_dedupe_template_and_conflicts(src, tmp_path, capsys):
+@pytest.fixture
+def conflict_src(tmp_path: Path) -> Path:
+    d = tmp_path / "src_conflict"
+    d.mkdir()
+    write_parquet(d / "dapo_math_17k.parquet", dapo_rows(conflict=True))
+    return d
+
+
+def test_dapo_dedupe_template_and_conflicts(conflict_src, tmp_path, capsys):
     out = tmp_path / "out"
-    (r,) = run(src, out, "dapo_math_17k")
+    (r,) = run(conflict_src, out, "dapo_math_17k")
     rows = read(out / "dapo_math_17k" / "train.parquet")
-    assert (r.rows, r.duplicates, r.conflicts) == (4, 9, 1)
-    assert [x["prompt"][0]["content"] for x in rows] == [q + "\n\n" + INSTRUCTION for q, _ in DAPO_PROBLEMS]
-    assert [x["reward_model"]["ground_truth"] for x in rows] == [a for _, a in DAPO_PROBLEMS]  # first copy kept
-    assert [x["extra_info"]["source_id"] for x in rows] == [f"uuid-{j}-0" for j in range(4)]
+    # problem 0 has a copy with another gold: it cannot be trusted, so it is dropped whole
+    assert (r.rows, r.duplicates, r.conflicts, r.conflict_problems) == (3, 9, 1, 1)
+    assert [x["prompt"][0]["content"] for x in rows] == [q + "\n\n" + INSTRUCTION for q, _ in DAPO_PROBLEMS[1:]]
+    assert [x["reward_model"]["ground_truth"] for x in rows] == [a for _, a in DAPO_PROBLEMS[1:]]
+    assert [x["extra_info"]["source_id"] for x in rows] == [f"uuid-{j}-0" for j in range(1, 4)]
+    assert [x["extra_info"]["index"] for x in rows] == [0, 1, 2]
     printed = capsys.readouterr().out
     assert "dropped 9 duplicate rows" in printed and "1 of those duplicates had a different gold" in printed
+    assert "DROPPED 1 problems whose copies disagree on the gold" in printed
+    (rej,) = [json.loads(line) for line in (out / "dapo_math_17k" / "rejected.jsonl").read_text().splitlines()]
+    assert rej["kind"] == "conflict" and rej["golds"] == ["5", "6"] and rej["row"] == 0
+    assert rej["rows"] == {"5": [0, 4, 8], "6": [12]} and rej["problem"] == DAPO_PROBLEMS[0][0]
+    meta = pdata.read_metadata(out / "dapo_math_17k" / "train.parquet")
+    assert meta["conflicting_problems"] == 1 and meta["conflicts_dropped"] is True and meta["rows"] == 3
+
+
+def test_dapo_keep_conflicts_and_equal_golds(conflict_src, tmp_path, capsys):
+    out = tmp_path / "out"
+    (r,) = run(conflict_src, out, "dapo_math_17k", keep_conflicts=True)
+    rows = read(out / "dapo_math_17k" / "train.parquet")
+    assert (r.rows, r.conflict_problems) == (4, 1)
+    assert [x["reward_model"]["ground_truth"] for x in rows] == [a for _, a in DAPO_PROBLEMS]  # first copy kept
+    assert not (out / "dapo_math_17k" / "rejected.jsonl").exists()
+    assert "kept the first copy of 1 problems" in capsys.readouterr().out
+    # golds that are the same answer in another notation are not a conflict
+    base = dapo_rows()[:4]
+    same = json.loads(json.dumps(base[1]))
+    same["reward_model"]["ground_truth"] = "9.0"
+    stats = pdata.ConvertStats()
+    recs = pdata.convert_rows("dapo_math_17k", base + [same], stats=stats)
+    assert len(recs) == 4 and stats.conflict_problems == 0 and stats.duplicates == 1
 
 
 def test_stable_indices_and_identical_files(src, tmp_path):
@@ -349,19 +387,29 @@ def test_hub_path_uses_table(tmp_path, monkeypatch):
     datasets = pytest.importorskip("datasets")
     calls = []
 
-    def fake_load(repo, config=None, *, split):
+    def fake_load(repo, config=None, *, split, revision=None):
         calls.append((repo, config, split))
+        revs.append(revision)
         data = {"Hothan/OlympiadBench": OLYMPIAD, "HuggingFaceH4/MATH-500": MATH500,
                 "BytedTsinghua-SIA/DAPO-Math-17k": dapo_rows()}[repo]
         return datasets.Dataset.from_list(data)
 
+    revs = []
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    res = prepare("olympiadbench,math500,dapo_math_17k", tmp_path / "out", progress=False)
+    # the Hub says which commit a revision is now; the load reads that commit
+    monkeypatch.setattr(pdata, "_resolve_revision", lambda repo, rev: (rev or "main") + "-sha-" + repo[:3])
+    res = prepare("olympiadbench,math500,dapo_math_17k", tmp_path / "out", progress=False,
+                  revisions={"math500": "v1"})
     assert calls == [("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"), ("HuggingFaceH4/MATH-500", None, "test"),
                      ("BytedTsinghua-SIA/DAPO-Math-17k", None, "train")]
     assert [r.rows for r in res] == [3, 4, 4] and res[0].source.startswith("hub:Hothan/OlympiadBench")
-    assert res[2].duplicates == 9
+    assert res[2].duplicates == 8
     assert read(tmp_path / "out" / "olympiadbench" / "test.parquet")[1]["reward_model"]["ground_truth"] == "2, 3"
+    assert revs == ["main-sha-Hot", "v1-sha-Hug", "main-sha-Byt"]
+    meta = pdata.read_metadata(tmp_path / "out" / "math500" / "test.parquet")
+    assert (meta["revision_requested"], meta["revision"]) == ("v1", "v1-sha-Hug")
+    assert meta["source"] == "hub:HuggingFaceH4/MATH-500[test]" and meta["rows"] == 4
+    assert pdata.read_metadata(tmp_path / "out" / "olympiadbench" / "test.parquet")["revision_requested"] is None
 
     def offline(*a, **k):
         raise ConnectionError("Couldn't reach the Hub")
