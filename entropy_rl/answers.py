@@ -799,14 +799,18 @@ def _worker_main() -> None:  # pragma: no cover - runs in the child process
         return res
 
     def _check(pred: str, gold: str, mark=lambda stage: None) -> bool | None:
-        # `mark` reports progress ("g": gold parsed, "p": pred parsed) so that the parent,
-        # when it kills us at the deadline, knows which string the time went into.
+        # `mark` reports progress ("p": pred parsed, "g": gold parsed) so that the parent,
+        # when it kills us at the deadline, knows which string the time went into. The pred
+        # goes first: an answer math-verify cannot read is False whatever the gold, so the
+        # gold's parse (often the only symbolic work of a prompt) is skipped for it.
         try:
-            g = _parse(gold)
-            mark("g")
             p = _parse(pred)
             mark("p")
-            if not g or not p:
+            if not p:
+                return False
+            g = _parse(gold)
+            mark("g")
+            if not g:
                 return False
             return bool(verify(g, p, timeout_seconds=None))
         except (RecursionError, MemoryError):
@@ -916,7 +920,7 @@ class _Worker:
 
         Returns ``(answered, stage, cut)``: fewer than ``len(pairs)`` answered means pair
         ``answered`` overran (the caller kills this worker); ``stage`` is how far that pair
-        got (0: nothing, 1: gold parsed, 2: both parsed, so verify hung); ``cut`` is true
+        got (0: nothing, 1: pred parsed, 2: both parsed, so verify hung); ``cut`` is true
         when the stop came from ``total_deadline``, not from the pair's own budget. A crash
         raises ``_WorkerDied(answered, stage)``.
         """
@@ -947,8 +951,8 @@ class _Worker:
                 continue
             if rid != req_id or i != done:
                 continue
-            if isinstance(r, str):  # progress mark: "g" gold parsed, "p" pred parsed
-                stage = 1 if r == "g" else 2
+            if isinstance(r, str):  # progress mark: "p" pred parsed, "g" gold parsed
+                stage = 1 if r == "p" else 2
                 continue
             out[i] = _LIMIT if r is None else (_TRUE if r else _FALSE)
             done += 1
@@ -1072,7 +1076,7 @@ class _WorkerPool:
 
         One hostile string must not cost ``timeout`` once per pair it is in (a clusterer
         pairs it with every other answer): a pair that overruns blames the string its time
-        went into, from the worker's progress marks (gold parse, pred parse), and every
+        went into, from the worker's progress marks (pred parse, gold parse), and every
         later pair holding a blamed string is ``_LIMIT`` at once. When ``verify`` itself
         hung, the side already seen in a completed check is innocent; if neither is known,
         the gold side is probed alone against ``"0"`` (~1-50 ms if innocent; at most
@@ -1148,9 +1152,9 @@ class _WorkerPool:
                     out[k] = _LIMIT
                 p, g = work[k]
                 if stage == 0:
-                    blamed.add(g)  # gold's parse hung
-                elif stage == 1:
                     blamed.add(p)  # pred's parse hung
+                elif stage == 1:
+                    blamed.add(g)  # gold's parse hung
                 elif g in good or p in good:
                     blamed.add(p if g in good else g)
                 elif any(x in work[j] for j in todo if j < n_pairs for x in (p, g)):

@@ -380,7 +380,7 @@ def test_timeout_kills_worker_and_next_call_works(warm):
     assert killed and not any(_pid_alive(p) for p in killed)
     assert is_equivalent("\\frac{2}{4}", "0.5") is True
     t1 = time.perf_counter()
-    assert is_equivalent("\\sqrt{12}", "2\\sqrt{3}") is True
+    assert is_equivalent("\\sqrt{12}+1", "1+2\\sqrt{3}") is True  # not a fast path: the worker
     # the warm spare took over: no ~0.7 s sympy import before the next symbolic check
     assert time.perf_counter() - t1 < 0.4
     kids = _worker_children()
@@ -436,7 +436,7 @@ def test_inside_asyncio_loop(warm):
     async def main():
         t0 = time.perf_counter()
         direct = is_equivalent("\\{3,1\\}", "\\{1,3\\}")
-        in_thread = await asyncio.to_thread(is_equivalent, "2\\sqrt{3}", "\\sqrt{12}")
+        in_thread = await asyncio.to_thread(is_equivalent, "(x+2)^2", "x^2+4x+4")
         wrong = await asyncio.to_thread(is_equivalent, "2\\sqrt{3}", "\\sqrt{13}")
         hostile = is_equivalent("3^{3^{3^{3^3}}}/5", "1")
         return direct, in_thread, wrong, hostile, time.perf_counter() - t0
@@ -455,5 +455,5 @@ def test_shutdown_and_restart():
         assert not _pid_alive(k.pid)
     assert _worker_children() == []
     assert is_equivalent("\\frac{10}{4}", "2.5") is True  # fast path
-    assert is_equivalent("\\sqrt{18}", "3\\sqrt{2}") is True  # restarts a worker
+    assert is_equivalent("(x+1)^2", "x^2+2x+1") is True  # symbolic: restarts a worker
     assert len(_worker_children()) >= 1
