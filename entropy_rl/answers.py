@@ -147,7 +147,7 @@ _BRACE_RE = re.compile(r"[{}]")
 # "**Final Answer**:". `[ \t]` (not `\s`) keeps a match on one line, so a flood of blank
 # lines cannot make the scan quadratic.
 _MARKER_RE = re.compile(
-    r"(?<![A-Za-z])(?:final[ \t]+)?answer[ \t]*(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?",
+    r"(?<![A-Za-z])(?:final[ \t]+)?answer[ \t]*(?:\*\*[ \t]*)?:[ \t]*(?:\*\*)?",
     re.IGNORECASE,
 )
 _HOPE_RE = re.compile(r"\.?[ \t]*I hope it is correct[ \t.!]*$", re.IGNORECASE)  # Minerva format
@@ -481,6 +481,9 @@ def _normalize_slow(ans: str) -> str:
     s = _DFRAC_RE.sub(r"\\frac", s)
     s = _DEGREE_RE.sub("", s)
     s = _PERCENT_RE.sub("", s)
+    # One space per whitespace run from here on: the patterns below that start with `\s*`
+    # would otherwise backtrack quadratically over a long run (untrusted input).
+    s = _WS_RE.sub(" ", s)
     s = _TEXT_UNIT_RE.sub("", s)
     s = _TEXT_JOIN_RE.sub(", ", s)
     for _ in range(4):  # nested wrappers: \text{\textbf{x}}
@@ -489,7 +492,7 @@ def _normalize_slow(ans: str) -> str:
             break
         s = s2
     s = s.replace("{,}", ",").replace("**", "^").replace("\\varnothing", "\\emptyset")
-    s = s.strip()
+    s = _WS_RE.sub(" ", s).strip()  # unwrapped text can hold long runs again
     if (" and " in s or " or " in s) and _MATHY_RE.search(s):
         s = _WORD_JOIN_RE.sub(", ", s)
     if "=" in s:

@@ -128,6 +128,9 @@ def test_extract_is_linear_and_bounded():
         "x" * 10_000_000,
         "{" * 2_000_000 + "}" * 2_000_000 + "\\boxed{3}",
         "Answer:" + "\n" * 1_000_000 + " " * 1_000_000,
+        "answer" + " " * 190_000 + "x",  # a marker word followed by a long run, no colon
+        "Final Answer" + "\t" * 190_000,
+        ("\\boxed{1}" + " " * 70) * 2_000,  # many boxes just under the join gap apart
     ]
     for text in cases:
         t0 = time.perf_counter()
@@ -193,7 +196,11 @@ def test_normalize_answer(raw, norm):
 
 def test_normalize_is_fast_on_long_input():
     t0 = time.perf_counter()
-    for s in ["1" * 99_000 + " x", "\\text{" * 15_000, "\\frac{" * 16_000, "a " * 49_000]:
+    runs = " " * 90_000
+    for s in ["1" * 99_000 + " x", "\\text{" * 15_000, "\\frac{" * 16_000, "a " * 49_000,
+              # long whitespace runs next to the joiner / unit / list rules
+              "1" + runs + "x and 2", "1 and" + runs + ",", "x" + runs + "\\text{cm}", "\\text{" + runs + "} or 1",
+              "x=" + runs + "2, x=3", "32," + runs + "349", "1" + "\\quad" * 9000 + " and 2"]:
         normalize_answer(s)
     assert time.perf_counter() - t0 < 1.0
 
@@ -369,6 +376,8 @@ def test_timeout_kills_worker_and_next_call_works(warm):
     pool = answers._get_pool()
     before = set(pool.pids())
     assert before and all(_pid_alive(p) for p in before)
+    if pool._spare is not None:  # an earlier test's kill may have left it still starting
+        pool._spare.wait_ready(answers.STARTUP_TIMEOUT)
     restarts = pool.restarts
     t0 = time.perf_counter()
     # 3^(3^27) cannot finish in 0.5 s (uncached: a fresh tower each run)
