@@ -77,7 +77,7 @@ import pyarrow.parquet as pq
 if __package__ in (None, ""):  # `python launch/prepare_data.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from entropy_rl.answers import exact_number, extract_answer, normalize_answer  # noqa: E402
+from entropy_rl.answers import all_boxed, exact_number, extract_answer, normalize_answer  # noqa: E402
 
 try:
     from tqdm.auto import tqdm
@@ -358,10 +358,11 @@ def normalize_gold(value: Any, name: str = "answer") -> str:
         raise _RowError(name, f"must be a string, number or list, got {type(value).__name__}")
     s = value.strip()
     if "\\boxed" in s or "\\fbox" in s:
-        inner = extract_answer(s)
-        if inner is None:
+        # several boxes are one multi-valued gold, as the reward reads them (gold_answers)
+        boxes = all_boxed(s)
+        if not boxes:
             raise _RowError(name, f"has an empty or unclosed \\boxed{{}}: {s[:80]!r}")
-        s = inner.strip()
+        s = ", ".join(boxes).strip()
     s = _strip_inner_dollars(_unwrap_dollars(s))
     if not s:
         raise _RowError(name, "is empty")

@@ -198,6 +198,7 @@ def test_gold_normalization(src, tmp_path):
     assert gt("aime24") == ["204", "025", "113", "104"]  # strings are kept verbatim
     g = pdata.normalize_gold
     assert g("  \\boxed{\\frac{3}{4}} ") == "\\frac{3}{4}"
+    assert g("$\\boxed{1}\\boxed{2}$") == "1, 2"  # several boxes: one multi-valued gold
     assert g("$$7$$") == "7" and g("$a$ or $b$") == "a or b"
     # OlympiadBench keeps math delimiters inside its golds: the gold is the answer without them
     assert g("$69$,$84$") == "69, 84" and g(["$69$,$84$"]) == "69, 84"
