@@ -857,7 +857,6 @@ class _EntropyRLTaskRunner(BaseTaskRunner):
             print(f"[entropy-rl] scoring finished.\n  scores (cache): {trainer.score_cache(rows).path}\n  scored dataset: {out}")
             return
         trainer.fit()
-        print_run_locations(config)
 
 
 class _ScoreTaskRunner(_EntropyRLTaskRunner):
@@ -1058,13 +1057,16 @@ def launch(config: Any, mode: str = "train") -> None:
         shm_before = shm.snapshot()
     try:
         run_ppo(config, task_runner_class=ScoreTaskRunner if mode == "score" else EntropyRLTaskRunner)
+        if mode == "train":
+            # from the driver: a worker's last lines can be lost when Ray stops right after it
+            print_run_locations(config)
     except ray.exceptions.RayError as exc:
         print(explain_failure(config, exc), flush=True)
         raise
     finally:
         if own_cpu_ray:
             ray.shutdown()
-            removed = shm.sweep(shm_before)
+            removed = shm.sweep(shm_before, wait_s=30.0)
             if removed:
                 print(f"[entropy-rl] removed {len(removed)} /dev/shm entries the stopped workers left: "
                       f"{', '.join(removed)}", flush=True)

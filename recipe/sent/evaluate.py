@@ -278,8 +278,16 @@ class VLLMGenerator:
         if core is not None:
             core.shutdown()
         if self._shm_before is not None:
+            import psutil
+
             from entropy_rl.cpu import shm
 
+            # the engine processes must be gone before their /dev/shm entries count as left over
+            children = psutil.Process().children(recursive=True)
+            _, alive = psutil.wait_procs(children, timeout=10)
+            for p in alive:
+                p.kill()
+            psutil.wait_procs(alive, timeout=5)
             shm.sweep(self._shm_before)
 
 
