@@ -1,6 +1,6 @@
 """Benchmark the ``hf`` rollout server's batching against one direct batched ``model.generate``.
 
-Shape of a CPU GRPO step (``shared/verl-cpu.md`` item 9): 16 prompts x 8 samples x 48 new
+Shape of a CPU GRPO step: 16 prompts x 8 samples x 48 new
 tokens on a ~3.3M-parameter Qwen2 (hidden 256, 4 layers). The server receives the 128 samples
 as 128 concurrent ``generate`` requests, as veRL's agent loop sends them, and must turn them into
 one batched decode; the baseline is ``model.generate`` on the same 128 left-padded sequences

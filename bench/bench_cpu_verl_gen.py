@@ -1,6 +1,6 @@
 """veRL's per-step generation time on the CPU backend against one direct batched ``generate``.
 
-Shape of ``shared/verl-cpu.md`` item 9: 16 prompts x 8 samples x 48 new tokens on a ~3.3M-parameter
+Shape of a CPU GRPO step: 16 prompts x 8 samples x 48 new tokens on a ~3.3M-parameter
 random Qwen2 (hidden 256, 4 layers). It runs ``python -m recipe.sent.main backend=cpu method=grpo``
 for a few steps with ``ignore_eos`` (every response exactly 48 tokens), reads veRL's own
 ``timing_s/gen`` from the file logger (step 1, the warm-up, excluded), then times
