@@ -18,6 +18,8 @@ import os
 import re
 import time
 
+import psutil
+
 SHM = "/dev/shm"
 _LEFT_BY_KILLED = re.compile(r"^(__KMP_REGISTERED_LIB_(?P<pid>\d+)_\d+|psm_[0-9a-f]+|sem\.mp-.+|verl_weights_[0-9a-f]+)$")
 
@@ -50,16 +52,6 @@ def in_use() -> set[str]:
     return used
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep(before: set[str], wait_s: float = 15.0) -> list[str]:
     """Remove what killed processes of this run left in ``/dev/shm``; returns the names removed.
 
@@ -72,7 +64,7 @@ def sweep(before: set[str], wait_s: float = 15.0) -> list[str]:
         busy = in_use() & candidates if candidates else set()
         for name in sorted(candidates - busy):
             pid = _LEFT_BY_KILLED.match(name).group("pid")
-            if pid and _alive(int(pid)):
+            if pid and psutil.pid_exists(int(pid)):
                 busy.add(name)
                 continue
             try:
