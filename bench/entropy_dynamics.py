@@ -86,6 +86,10 @@ GRIDS: dict[str, dict[str, Any]] = {
     "sent_ablation": dict(presets=("sent", "sent_token_only", "sent_curriculum_only", "grpo"), seeds=(0, 1, 2),
                           steps=30, sft_steps=1000, n_train=256, n_test=256, eval_prompts=128, eval_samples=8,
                           overrides=(LR,), tag="sent_ablation"),
+    # does the scale-free controller hold H* where the per-nat rule overshoots? Fresh seeds only:
+    # the controller was designed on the closed-loop test plants and seeds 0-2
+    "controller": dict(presets=("grpo", "aer_pi_nat", "aer_relative"), seeds=(3, 4, 5), steps=150, sft_steps=1000,
+                       n_train=256, n_test=256, eval_prompts=128, eval_samples=8, overrides=(LR,), tag="controller"),
 }
 STANDARD_STEPS = 30  # a run of another length gets its own folder: <preset>-s<seed>-<steps>steps
 RHO, ANCHOR_STEPS = 0.6, 2  # AER's ρ and the CPU backend's anchor_steps: the reference H* of non-AER runs

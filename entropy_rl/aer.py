@@ -95,6 +95,7 @@ class AERConfig:
     alpha_max: float = 0.1
     w_max: float = 4.0
     ema: float = 0.5
+    controller: Literal["pi_nat", "relative"] = "pi_nat"
 
     def __post_init__(self) -> None:
         if self.allocation not in ("linear", "threshold", "none"):
@@ -112,6 +113,8 @@ class AERConfig:
         if not (self.w_max >= 1.0 and math.isfinite(self.w_max)):
             # below 1 the cap would also cut the average prompt of a normalised batch
             raise ValueError(f"AERConfig.w_max must be a finite number >= 1, got {self.w_max}")
+        if self.controller not in ("pi_nat", "relative"):
+            raise ValueError(f"AERConfig.controller must be pi_nat|relative, got {self.controller!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"AERConfig.ema (λ) must be in [0, 1), got {self.ema}")
         if self.eta < 0 or self.kp < 0:
