@@ -28,6 +28,32 @@ The paper's three components, each switchable so every ablation row is one overr
    so α rises while entropy is below target and falls while above. ``adaptive: false`` keeps
    α_t = α_init (the "fixed α" ablation).
 
+   That rule (``controller: pi_nat``) integrates per *nat* of error, so its behaviour depends
+   on the entropy's units: at the CPU demo's 0.1-nat scale its proportional term is ≤ 0.01 and
+   its integral moves ≤ 0.005 per step, so α reached its cap only after the entropy had
+   collapsed, and during the ~20 steps the policy took to answer, kept integrating and
+   overshot to 4 × H* (docs/science.md). ``controller: relative`` works on the *relative*
+   error r_t = clip((H* − H̄_t)/H*, −1, 1) and the relative slope s_t = (H̄_t − H̄_{t−1})/H*,
+   both unit-free, with every gain a fraction of α_max:
+       I_t = clip(I_{t−1} + κ_I·α_max·r_t, α_min, α_max)    unless the entropy already moves
+                                                             toward H* (r_t·s_t > 0) or α is
+                                                             held by a bound in r_t's direction
+       α_t = clip(I_t + κ_P·α_max·r_t − κ_D·α_max·s_t, α_min, α_max, α_{t−1} ± Δα_max·α_max)
+   - κ_P = 0.5: half the cap at full relative error (entropy gone), a quarter of it at half
+     the target — the push that vanishes as the entropy comes back, so it cannot wind up;
+   - κ_I = 0.02 per step: finds the steady α the collapse pressure needs, slowly — a full
+     cap takes ≥ 50 steps of full error, over twice the policy's measured ~20-step lag;
+   - κ_D = 1.0: brakes a fast rise (the demo's 0.077 → 0.21 nats in 7 steps is s ≈ 0.25 per
+     step: −0.025 of α per step) before it overshoots;
+   - conditional integration (the anti-windup): the integral holds while the entropy is
+     already returning, the phase in which the per-nat rule wound up to its cap;
+   - Δα_max = 0.1 (α may move a tenth of its range per step): the lag means a faster α is
+     only seen after it has overshot.
+   The gains were chosen on closed-loop plants (tests/test_aer.py) with entropy scales 0.05,
+   0.3 and 1.0 nats and response lags of 0, 5 and 20 steps, a self-reinforcing response and a
+   doubling of the collapse pressure mid-run; the same gains hold every one of them
+   (mean |H − H*|/H* ≤ 0.2, peak ≤ 1.3 × H*, α never pinned at its cap).
+
 The per-token bonus coefficient is e_t = α_t · w(prompt of t); the loss subtracts
 agg(e ⊙ H) (:func:`entropy_rl.losses.compute_policy_loss`).
 
@@ -78,6 +104,13 @@ class AERConfig:
         alpha_min, alpha_max: bounds of α_t.
         w_max: cap on every prompt weight w (after normalisation), so α_t·w ≤ α_max·w_max.
         ema: λ, smoothing of the measured entropy (0 = none).
+        controller: ``"pi_nat"`` (η, κ per nat of error) | ``"relative"`` (κ_I, κ_P, κ_D per
+            unit of relative error, see the module docstring).
+        rel_integral_gain: κ_I, integral step in α_max per unit of relative error (relative).
+        rel_proportional_gain: κ_P, α_max per unit of relative error (relative).
+        rel_damping_gain: κ_D, α_max per unit of relative entropy slope (relative).
+        max_alpha_step: Δα_max, the largest change of α_t per step as a fraction of α_max
+            (relative).
     """
 
     allocation: Literal["linear", "threshold", "none"] = "linear"
@@ -96,6 +129,10 @@ class AERConfig:
     w_max: float = 4.0
     ema: float = 0.5
     controller: Literal["pi_nat", "relative"] = "pi_nat"
+    rel_integral_gain: float = 0.02
+    rel_proportional_gain: float = 0.5
+    rel_damping_gain: float = 1.0
+    max_alpha_step: float = 0.1
 
     def __post_init__(self) -> None:
         if self.allocation not in ("linear", "threshold", "none"):
@@ -117,8 +154,14 @@ class AERConfig:
             raise ValueError(f"AERConfig.controller must be pi_nat|relative, got {self.controller!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"AERConfig.ema (λ) must be in [0, 1), got {self.ema}")
-        if self.eta < 0 or self.kp < 0:
-            raise ValueError(f"AERConfig gains must be >= 0, got eta={self.eta}, kp={self.kp}")
+        gains = dict(eta=self.eta, kp=self.kp, rel_integral_gain=self.rel_integral_gain,
+                     rel_proportional_gain=self.rel_proportional_gain, rel_damping_gain=self.rel_damping_gain)
+        bad = {k: v for k, v in gains.items() if not (v >= 0 and math.isfinite(v))}
+        if bad:
+            raise ValueError(f"AERConfig gains must be finite and >= 0, got {bad}")
+        if not 0.0 < self.max_alpha_step <= 1.0:
+            raise ValueError(f"AERConfig.max_alpha_step (Δα_max, a fraction of alpha_max) must be in (0, 1], "
+                             f"got {self.max_alpha_step}")
 
 
 def difficulty_weights(accuracy: torch.Tensor, cfg: AERConfig) -> torch.Tensor:
@@ -167,6 +210,7 @@ class AERController:
         self._h0_sum = 0.0
         self._h0_count = 0
         self.h_smooth: float | None = None
+        self.h_smooth_prev: float | None = None
 
     @property
     def target(self) -> float | None:
@@ -196,6 +240,7 @@ class AERController:
         cfg = self.cfg
         self.steps += 1
         lam = cfg.ema
+        self.h_smooth_prev = self.h_smooth
         self.h_smooth = entropy if self.h_smooth is None else lam * self.h_smooth + (1 - lam) * entropy
 
         if cfg.anchor and self.h0 is None:
@@ -206,12 +251,19 @@ class AERController:
 
         target = self.target
         error = 0.0
+        nan = float("nan")
+        extra = {"aer/relative_error": nan, "aer/relative_slope": nan, "aer/integrating": nan} \
+            if cfg.controller == "relative" else {}
         if cfg.adaptive and target is not None:
             error = target - self.h_smooth
-            self.integral = min(max(self.integral + cfg.eta * error, cfg.alpha_min), cfg.alpha_max)
-            self.alpha = min(max(self.integral + cfg.kp * error, cfg.alpha_min), cfg.alpha_max)
+            if cfg.controller == "pi_nat":
+                self.integral = min(max(self.integral + cfg.eta * error, cfg.alpha_min), cfg.alpha_max)
+                self.alpha = min(max(self.integral + cfg.kp * error, cfg.alpha_min), cfg.alpha_max)
+            else:
+                extra = self._relative_step(target)
 
         return {
+            **extra,
             "aer/alpha": self.alpha,
             "aer/target_entropy": float("nan") if target is None else target,
             "aer/h0": float("nan") if self.h0 is None else self.h0,
@@ -219,6 +271,32 @@ class AERController:
             "aer/entropy_smoothed": self.h_smooth,
             "aer/error": error,
         }
+
+    def _relative_step(self, target: float) -> dict[str, float]:
+        """The scale-free update of α_t (``controller: relative``); returns its terms as metrics."""
+        cfg = self.cfg
+        span = cfg.alpha_max
+        # H* = 0 (an absolute target of zero) has no relative scale: treat any entropy as above it
+        rel = -1.0 if target <= 0 else min(max((target - self.h_smooth) / target, -1.0), 1.0)
+        slope = 0.0
+        if self.h_smooth_prev is not None and target > 0:
+            slope = (self.h_smooth - self.h_smooth_prev) / target
+        lo = max(cfg.alpha_min, self.alpha - cfg.max_alpha_step * span)
+        hi = min(cfg.alpha_max, self.alpha + cfg.max_alpha_step * span)
+
+        def alpha_from(integral: float) -> float:
+            raw = integral + cfg.rel_proportional_gain * span * rel - cfg.rel_damping_gain * span * slope
+            return min(max(raw, lo), hi)
+
+        returning = rel * slope > 0  # below H* and rising, or above and falling
+        candidate = min(max(self.integral + cfg.rel_integral_gain * span * rel, cfg.alpha_min), cfg.alpha_max)
+        # integrating further while α is already held at a bound in the same direction only winds up
+        held = (rel > 0 and alpha_from(self.integral) >= hi) or (rel < 0 and alpha_from(self.integral) <= lo)
+        integrating = not returning and not held
+        if integrating:
+            self.integral = candidate
+        self.alpha = alpha_from(self.integral)
+        return {"aer/relative_error": rel, "aer/relative_slope": slope, "aer/integrating": float(integrating)}
 
     def prompt_weights(self, accuracy: torch.Tensor) -> torch.Tensor:
         """w(prompt) for each response, from its prompt's group accuracy."""
@@ -239,6 +317,7 @@ class AERController:
             "h0_sum": self._h0_sum,
             "h0_count": self._h0_count,
             "h_smooth": self.h_smooth,
+            "h_smooth_prev": self.h_smooth_prev,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -255,3 +334,4 @@ class AERController:
         self._h0_sum = float(state["h0_sum"])
         self._h0_count = int(state["h0_count"])
         self.h_smooth = None if state["h_smooth"] is None else float(state["h_smooth"])
+        self.h_smooth_prev = None if state["h_smooth_prev"] is None else float(state["h_smooth_prev"])

@@ -184,3 +184,128 @@ def test_closed_loop_holds_entropy_near_target():
     mean_err = sum(abs(h - c.target) for h in tail) / len(tail)
     assert mean_err < 0.02, mean_err
     assert max(tail) < c.h0, "entropy must stay below its initial level (no explosion)"
+
+
+# ----------------------------------------------------------------- scale-free controller
+
+def lagged_plant(cfg, scale, lag, kind="linear", steps=300, seed=0, collapse=0.02, gain=0.5, noise=0.15):
+    """A collapsing policy whose entropy answers the bonus late, in units of ``scale`` nats.
+
+    True state h (in units of H₀ = ``scale``): h ← h − d·h + g·x, where x is α after a dead time
+    of ``lag`` steps and a first-order lag (the real loop answered α ~20 steps late). ``kind``:
+    ``linear``; ``reinforcing`` (the bonus acts more the flatter the policy already is, the
+    fast 0.077 → 0.21 nats rise of the demo run); ``step`` (the collapse pressure doubles at step
+    120). The controller sees H = scale·h·(1 + 15% noise), the demo's batch-to-batch spread.
+    Returns (controller, true h per step, α per step)."""
+    rng = np.random.default_rng(seed)
+    c, h, x = AERController(cfg), 1.0, 0.0
+    sent, trace, alphas = [0.0] * (lag + 1), [], []
+    smooth = {0: 0.0, 5: 0.5, 20: 0.7}[lag]
+    for t in range(steps):
+        c.step(max(1e-6, scale * h * (1 + noise * rng.standard_normal())))
+        sent.append(c.alpha)
+        x = smooth * x + (1 - smooth) * sent[-1 - lag]
+        d = collapse * (2.0 if kind == "step" and t >= 120 else 1.0)
+        g = gain * (h / 0.6 if kind == "reinforcing" else 1.0)
+        h = max(1e-3, h - d * h + g * x)
+        trace.append(h)
+        alphas.append(c.alpha)
+    return c, trace, alphas
+
+
+def tracking(c, trace, alphas, scale, start=150):
+    """(mean |h − H*|/H* over steps ≥ start, peak h / H* after step 20, longest run of α at its cap),
+    on the plant's true state; H* is the controller's own, anchored on noisy readings."""
+    target = c.target / scale
+    tail = trace[start:]
+    rel_err = sum(abs(h - target) for h in tail) / len(tail) / target
+    peak = max(trace[20:]) / target
+    pinned = run = 0
+    for a in alphas:
+        run = run + 1 if a >= c.cfg.alpha_max * (1 - 1e-9) else 0
+        pinned = max(pinned, run)
+    return rel_err, peak, pinned
+
+
+PLANTS = [(kind, scale, lag) for kind in ("linear", "reinforcing", "step") for scale in (0.05, 0.3, 1.0)
+          for lag in (0, 5, 20)]
+
+
+@pytest.mark.parametrize("kind,scale,lag", PLANTS)
+def test_relative_controller_holds_target_at_every_scale_and_lag(kind, scale, lag):
+    """One set of gains: mean |H − H*|/H* ≤ 0.2 over steps 150–300, no overshoot past 1.3 × H*,
+    α never pinned at its cap for more than 3 steps — at 0.05, 0.3 and 1.0 nats alike."""
+    for seed in (0, 1):
+        c, trace, alphas = lagged_plant(AERConfig(controller="relative", anchor_steps=2), scale, lag, kind, seed=seed)
+        rel_err, peak, pinned = tracking(c, trace, alphas, scale)
+        assert rel_err <= 0.2, (seed, rel_err)
+        assert peak <= 1.3, (seed, peak)
+        assert pinned <= 3, (seed, pinned)
+
+
+def test_relative_controller_is_scale_free_and_the_per_nat_rule_is_not():
+    """The same plant in other units: the relative rule gives the same α trajectory (to float
+    rounding); the per-nat rule's α differs, and at 20 steps of lag it overshoots past 2 × H*."""
+    rel = [lagged_plant(AERConfig(controller="relative", anchor_steps=2), s, 20)[2] for s in (0.05, 1.0)]
+    assert np.allclose(rel[0], rel[1], atol=1e-9)
+    nat = [lagged_plant(AERConfig(controller="pi_nat", anchor_steps=2), s, 20) for s in (0.05, 1.0)]
+    assert not np.allclose(nat[0][2], nat[1][2], atol=1e-3)
+    overshoot = [tracking(c, tr, al, s)[1] for (c, tr, al), s in zip(nat, (0.05, 1.0))]
+    assert max(overshoot) > 2.0, overshoot
+
+
+def test_relative_controller_anti_windup_and_step_bound():
+    """While the entropy rises back toward H* the integral holds; α never moves more than
+    Δα_max·α_max in one step; above H* α falls; an all-zero target cannot divide by zero."""
+    cfg = AERConfig(controller="relative", anchor_steps=2, ema=0.0, alpha_max=0.1, max_alpha_step=0.1)
+    c = AERController(cfg)
+    c.step(1.0)
+    c.step(1.0)  # H₀ = 1, H* = 0.6
+    prev = c.alpha
+    m = c.step(0.3)  # a fall of 0.7 nats: P + D ask for far more than one step's Δα_max
+    assert c.alpha == pytest.approx(0.01) and m["aer/integrating"] == 0.0 and c.integral == 0.0
+    prev = c.alpha
+    for _ in range(6):  # below target, flat: α climbs by at most 0.01 per step, then integrates
+        m = c.step(0.3)
+        assert c.alpha - prev <= 0.1 * 0.1 + 1e-12
+        prev = c.alpha
+    assert m["aer/integrating"] == 1.0 and c.integral > 0
+    integral = c.integral
+    m = c.step(0.4)  # still below, but returning: the integral holds
+    assert m["aer/integrating"] == 0.0 and c.integral == integral
+    assert m["aer/relative_error"] == pytest.approx((0.6 - 0.4) / 0.6)
+    assert m["aer/relative_slope"] == pytest.approx((0.4 - 0.3) / 0.6)
+    before = c.alpha
+    c.step(0.9)
+    c.step(0.9)  # above target: α falls
+    assert c.alpha < before
+    z = AERController(AERConfig(controller="relative", anchor=False, target_entropy=0.0))
+    z.step(0.5)
+    assert z.alpha == 0.0
+
+
+def test_relative_controller_state_round_trip():
+    cfg = AERConfig(controller="relative", anchor_steps=2)
+    a = AERController(cfg)
+    for h in (0.5, 0.5, 0.2, 0.25, 0.22):
+        a.step(h)
+    b = AERController(cfg)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    for h in (0.1, 0.15, 0.4):
+        assert a.step(h) == b.step(h)
+
+
+def test_pi_nat_rule_unchanged_by_the_controller_option():
+    """``controller: pi_nat`` is the rule of the first 150-step table, step for step."""
+    cfg = AERConfig(anchor_steps=2, ema=0.5)
+    c = AERController(cfg)
+    integral = alpha = 0.0
+    hs, h_s = [0.3, 0.3, 0.1, 0.12, 0.05, 0.2, 0.4], None
+    for i, h in enumerate(hs):
+        c.step(h)
+        h_s = h if h_s is None else 0.5 * h_s + 0.5 * h
+        if i >= 1:
+            e = 0.6 * 0.3 - h_s
+            integral = min(max(integral + 0.1 * e, 0.0), 0.1)
+            alpha = min(max(integral + 0.2 * e, 0.0), 0.1)
+        assert c.alpha == pytest.approx(alpha, abs=1e-15)
