@@ -591,7 +591,11 @@ def _fast_verdict(p: str, g: str) -> bool | None:
         return None
     if len(p) > 200 or len(g) > 200:
         return None
-    return _structure_verdict(_structure(p), _structure(g))
+    x, y = _structure(p), _structure(g)
+    v = _structure_verdict(x, y)
+    if v is None and (x is None or y is None):
+        v = _polynomial_verdict(p, g, x, y)
+    return v
 
 
 # Exact values beyond plain numbers, decided without sympy: q * sqrt(n) * pi^k (simple
@@ -611,6 +615,7 @@ _PI_RES = (
     re.compile(_COEF + r"\\pi/(\d{1,6})"),  # 3\pi/2
     re.compile(r"(-?)\\frac\{(\d{1,6})?\\pi\}\{(\d{1,6})\}"),  # \frac{3\pi}{2}
 )
+_FRAC_SQRT_RE = re.compile(r"(-?)\\frac\{(\d{1,6})\}\{(\d{1,6})\}\\sqrt\{(\d{1,6})\}")  # \frac{1}{2}\sqrt{3}
 _WORD_RE = re.compile(r"[a-z]{1,60}")
 _MAX_ELEMENTS = 20
 
@@ -633,6 +638,12 @@ def _radical(s: str) -> _Value | None:
                 return None
             return Fraction(-coef if m.group(1) else coef, den), 1, 1
         return None
+    m = _FRAC_SQRT_RE.fullmatch(s)
+    if m:
+        num, den, n = int(m.group(2)), int(m.group(3)), int(m.group(4))
+        if den == 0:
+            return None
+        return _square_free(Fraction(-num if m.group(1) else num, den), n)
     for k, (rx, _) in enumerate(_RADICAL_RES):
         m = rx.fullmatch(s)
         if m is None:
@@ -642,24 +653,28 @@ def _radical(s: str) -> _Value | None:
         den = int(m.group(4)) if k > 0 else 1
         if den == 0:
             return None
-        q = Fraction(-coef if m.group(1) else coef, den)
-        if n == 0:
-            return Fraction(0), 1, 0
-        f = 2
-        while f * f <= n:  # pull squares out of the radicand (n <= 10^6: <= 1000 steps)
-            while n % (f * f) == 0:
-                n //= f * f
-                q *= f
-            f += 1
-        return q, n, 0
+        return _square_free(Fraction(-coef if m.group(1) else coef, den), n)
     return None
+
+
+def _square_free(q: Fraction, n: int) -> _Value:
+    """``q·sqrt(n)`` as ``(q', n', 0)`` with ``n'`` square-free."""
+    if n == 0:
+        return Fraction(0), 1, 0
+    f = 2
+    while f * f <= n:  # pull squares out of the radicand (n <= 10^6: <= 1000 steps)
+        while n % (f * f) == 0:
+            n //= f * f
+            q *= f
+        f += 1
+    return q, n, 0
 
 
 def _structure(s: str) -> tuple | None:
     # math-verify reads `inf` inside a word as infinity and `e` as Euler's number: words
     # with `inf` or `oo` (sympy's infinity) are left to it
-    if _WORD_RE.fullmatch(s) and "inf" not in s and "oo" not in s:
-        return ("word", s)
+    if _WORD_RE.fullmatch(s):
+        return ("word", s) if "inf" not in s and "oo" not in s else ("infword", s)
     r = _radical(s)
     if r is not None:
         return ("num", r)
@@ -697,6 +712,19 @@ def _apart(a: _Value, b: _Value) -> bool | None:
 def _structure_verdict(x: tuple | None, y: tuple | None) -> bool | None:
     if x is None or y is None:
         return None
+    if x[0] == "infword" or y[0] == "infword":
+        # math-verify may read `inf` / `oo` inside the word as infinity: the word is then
+        # ∞ times a product of symbols, else a product of symbols. A letter outside those
+        # of inf/infinity/oo and the constants e, i, pi is a free symbol either way, so the
+        # word is no finite constant, set or tuple, and no product of other letters.
+        if x[0] == y[0]:
+            return None
+        w, other = (x, y) if x[0] == "infword" else (y, x)
+        if not set(w[1]) - set("infty" + "eop"):
+            return None
+        if other[0] == "word":
+            return False if sorted(w[1].replace("i", "")) != sorted(other[1].replace("i", "")) else None
+        return False
     if x[0] == "word" or y[0] == "word":
         if x[0] == y[0] == "word":
             # a word is a product of one-letter symbols to math-verify: different letter
@@ -748,6 +776,176 @@ def _structure_verdict(x: tuple | None, y: tuple | None) -> bool | None:
     if all(v is True for v in verdicts):
         return True
     return False if any(v is False for v in verdicts) else None
+
+
+# Polynomials in one variable with rational coefficients, decided by expanding both sides:
+# `(x+7)^2` against `x^2+14x+49`. Only the notations whose reading math-verify shares with
+# algebra: integer literals, one lower-case letter that sympy gives no meaning (not e, i, o
+# or p), + - * \cdot \times, implicit products, parentheses, \frac{..}{constant}, and
+# integer powers written `^d` or `^{digits}` (`x^10` is x^1·0 in LaTeX and x^10 to
+# math-verify: not decided). A bare letter is left to math-verify, which reads `x` and `x^1`
+# as different answers.
+_POLY_TOKEN_RE = re.compile(r"\d{1,12}|[a-z]|\\cdot|\\times|\\frac|[-+*^(){}]")
+_POLY_VARS = frozenset("abcdfghjklmnqrstuvwxyz")
+_POLY_MAX_DEGREE = 30
+
+
+class _NotPolynomial(Exception):
+    pass
+
+
+def _poly_tokens(s: str) -> list[str] | None:
+    tokens, pos = [], 0
+    for m in _POLY_TOKEN_RE.finditer(s):
+        if m.start() != pos:
+            return None
+        tokens.append(m.group())
+        pos = m.end()
+    return tokens if pos == len(s) and tokens else None
+
+
+def _poly_mul(a: dict[int, Fraction], b: dict[int, Fraction]) -> dict[int, Fraction]:
+    out: dict[int, Fraction] = {}
+    for i, u in a.items():
+        for j, v in b.items():
+            if i + j > _POLY_MAX_DEGREE:
+                raise _NotPolynomial
+            out[i + j] = out.get(i + j, 0) + u * v
+    return {k: v for k, v in out.items() if v}
+
+
+def _poly_add(a: dict[int, Fraction], b: dict[int, Fraction], sign: int = 1) -> dict[int, Fraction]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + sign * v
+    return {k: v for k, v in out.items() if v}
+
+
+def _polynomial(s: str) -> tuple[str | None, dict[int, Fraction]] | None:
+    """(variable or None, {degree: coefficient}) of a polynomial in at most one letter, else None."""
+    tokens = _poly_tokens(s)
+    if tokens is None or len(tokens) > 120:
+        return None
+    letters = {t for t in tokens if len(t) == 1 and t.isalpha()}
+    if len(letters) > 1 or not letters <= _POLY_VARS:
+        return None
+    var = next(iter(letters), None)
+    pos = 0
+
+    def peek() -> str | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take(want: str | None = None) -> str:
+        nonlocal pos
+        t = peek()
+        if t is None or (want is not None and t != want):
+            raise _NotPolynomial
+        pos += 1
+        return t
+
+    def expr(depth: int) -> dict[int, Fraction]:
+        if depth > 20:
+            raise _NotPolynomial
+        sign = -1 if peek() == "-" else 1
+        if peek() in ("-", "+"):
+            take()
+        total = _poly_add({}, term(depth), sign)
+        while peek() in ("+", "-"):
+            sign = 1 if take() == "+" else -1
+            total = _poly_add(total, term(depth), sign)
+        return total
+
+    def term(depth: int) -> dict[int, Fraction]:
+        value = power(depth)
+        while True:
+            t = peek()
+            if t in ("*", "\\cdot", "\\times"):
+                take()
+            elif t is None or t in ("+", "-", ")", "}", "^"):
+                return value
+            elif t.isdigit():  # (x+1)2: not a reading math-verify is known to share
+                raise _NotPolynomial
+            value = _poly_mul(value, power(depth))
+
+    def power(depth: int) -> dict[int, Fraction]:
+        base = atom(depth)
+        if peek() != "^":
+            return base
+        take("^")
+        if peek() == "{":
+            take("{")
+            e = take()
+            take("}")
+        else:
+            e = take()
+            if len(e) != 1:  # x^10
+                raise _NotPolynomial
+        if not e.isdigit() or int(e) > _POLY_MAX_DEGREE or peek() == "^":  # x^2^3
+            raise _NotPolynomial
+        out: dict[int, Fraction] = {0: Fraction(1)}
+        for _ in range(int(e)):
+            out = _poly_mul(out, base)
+        return out
+
+    def atom(depth: int) -> dict[int, Fraction]:
+        t = take()
+        if t.isdigit():
+            nxt = peek()
+            if nxt is not None and nxt.isdigit():
+                raise _NotPolynomial
+            return {0: Fraction(int(t))} if int(t) else {}
+        if t in _POLY_VARS:
+            nxt = peek()
+            if nxt is not None and nxt.isdigit():  # x3: a product to math-verify, a subscript to a reader
+                raise _NotPolynomial
+            return {1: Fraction(1)}
+        if t == "(":
+            inner = expr(depth + 1)
+            take(")")
+            return inner
+        if t == "\\frac":
+            take("{")
+            num = expr(depth + 1)
+            take("}")
+            take("{")
+            den = expr(depth + 1)
+            take("}")
+            if set(den) != {0}:  # only division by a nonzero constant keeps a polynomial
+                raise _NotPolynomial
+            return {k: v / den[0] for k, v in num.items()}
+        raise _NotPolynomial
+
+    try:
+        coefficients = expr(0)
+    except _NotPolynomial:
+        return None
+    if pos != len(tokens):
+        return None
+    return var, coefficients
+
+
+def _polynomial_verdict(p: str, g: str, x: tuple | None, y: tuple | None) -> bool | None:
+    """Two polynomials in the same single letter (or one of them constant): equal exactly
+    when their expansions are. A word against a polynomial: a product of letters with a free
+    letter the polynomial does not use is never equal to it."""
+    if x is not None and x[0] in ("word", "infword") or y is not None and y[0] in ("word", "infword"):
+        word, other = (x[1], g) if x is not None and x[0] in ("word", "infword") else (y[1], p)
+        if len(word) < 2:
+            return None
+        poly = _polynomial(other)
+        if poly is None or poly[0] is None:
+            return None
+        return False if set(word) - set("infty" + "eop") - {poly[0]} else None
+    a, b = _polynomial(p), _polynomial(g)
+    if a is None or b is None:
+        return None
+    if a[0] is None and b[0] is None:  # constants: the number paths' business
+        return None
+    if a[0] is not None and b[0] is not None and a[0] != b[0]:
+        return None
+    if len(p) == 1 or len(g) == 1:  # a bare letter or digit
+        return None
+    return a[1] == b[1]
 
 
 # --------------------------------------------------------------------------------------

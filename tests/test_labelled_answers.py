@@ -57,6 +57,15 @@ EDGE_PAIRS = [
     ("2\\pi", "\\pi\\cdot2"), ("\\frac{3\\pi}{2}", "3\\pi/2"), ("\\sqrt{3}/2", "0.866025"),
     ("-\\sqrt{2}", "\\sqrt{2}"), ("\\sqrt{0}", "0"), ("abc", "cab"), ("pi", "\\pi"),
     ("none", "monday"), ("yes", "no"), ("even", "odd"), ("alice", "(1,2)"), ("tuesday", "\\{1,2\\}"),
+    # polynomials in one letter, radicals with a fraction in front, words with inf / oo
+    ("(x+7)^2", "x^2+14x+49"), ("(x-7)^2", "x^2+14x+49"), ("x^2+49", "x^2+14x+49"), ("x(x+1)", "x^2+x"),
+    ("2(x+1)", "2x+2"), ("(x+1)(x-1)", "x^2-1"), ("-(x+1)", "-x-1"), ("x^2", "x\\cdotx"), ("x^2", "x*x"),
+    ("\\frac{1}{2}x+1", "\\frac{x+2}{2}"), ("x^3-1", "(x-1)(x^2+x+1)"), ("2x^2", "(2x)^2"), ("-x^2", "(-x)^2"),
+    ("x^2-2x+1", "(1-x)^2"), ("n^2+n", "n(n+1)"), ("x^{30}", "x^{30}+1"), ("3\\timesx", "3x"), ("t^2", "t\\cdott"),
+    ("\\frac{1}{2}\\sqrt{2}", "\\frac{\\sqrt{2}}{2}"), ("\\frac{3}{4}\\sqrt{8}", "\\frac{3\\sqrt{2}}{2}"),
+    ("tuesday", "infinitelymany"), ("bob", "infinitelymany"), ("itcannotbedeterminedfromtheinformationgiven", "10546"),
+    ("itcannotbedeterminedfromtheinformationgiven", "\\{1,11,18\\}"), ("book", "(1,2)"), ("too", "3"),
+    ("seetheexplanationabove", "x^2+4x+4"), ("alice", "(x+1)^2"),
 ]
 
 
@@ -94,3 +103,20 @@ def test_fast_paths_agree_with_the_symbolic_path():
     symbolic = [c == answers._TRUE for c in codes]
     mismatched = [(k, v) for (k, v), s in zip(decided, symbolic) if v != s]
     assert not mismatched
+
+
+@pytest.mark.parametrize("pred,gold,verdict", [
+    ("(x+7)^2", "x^2+14x+49", True), ("(x-7)^2", "x^2+14x+49", False), ("x^{2}+4x+4", "(x+2)^2", True),
+    ("\\frac{1}{2}x+1", "\\frac{x+2}{2}", True), ("\\frac{1}{2}\\sqrt{8}", "\\frac{\\sqrt{8}}{2}", True),
+    ("itcannotbedeterminedfromtheinformationgiven", "\\{1,11,18\\}", False), ("tuesday", "infinitelymany", False),
+    ("seetheexplanationabove", "x^2+4x+4", False),
+    # readings math-verify does not share with algebra, or that need it: left to the worker
+    ("x", "x^1", None), ("x^{10}", "x^10", None), ("3x", "x3", None), ("y^2", "x^2", None), ("(x+1)2", "2x+2", None),
+    ("x^2^3", "x^8", None), ("e^2", "e\\cdote", None), ("infinity", "\\infty", None), ("info", "5", None),
+    ("(x+1)^{31}", "x", None), ("a^2+b", "(a+b)^2", None),
+])
+def test_polynomial_radical_and_word_fast_paths(pred, gold, verdict):
+    """What the exact paths added for the realistic mix decide, and what they leave alone
+    (their agreement with math-verify is the test above)."""
+    p, g = normalize_answer(pred), normalize_answer(gold)
+    assert answers._fast_verdict(p, g) is verdict
