@@ -177,6 +177,29 @@ def training_entropy(steps: dict[int, dict[str, float]]) -> dict[str, Any]:
     }
 
 
+def holding(steps: dict[int, dict[str, float]], alpha_max: float) -> dict[str, Any]:
+    """How well the entropy is held at H* over the second half (steps 76-150 of 150): mean
+    |H − H*|/H*, the peak batch entropy as a multiple of H*, and the longest run of steps with
+    α_t at its cap (α_max). Non-AER runs are measured against the reference ρ·H₀."""
+    ent = series(steps, "actor/entropy")
+    half = ent[-1][0] / 2
+    tgt = dict(series(steps, "aer/target_entropy"))
+    tgt = {k: v for k, v in tgt.items() if math.isfinite(v)}
+    if not tgt:
+        h0 = sum(v for _, v in ent[:ANCHOR_STEPS]) / min(ANCHOR_STEPS, len(ent))
+        tgt = {s: RHO * h0 for s, _ in ent}
+    second = [(v, tgt[s]) for s, v in ent if s > half and s in tgt]
+    pinned = run = 0
+    for _, a in series(steps, "aer/alpha"):
+        run = run + 1 if a >= alpha_max * (1 - 1e-6) else 0
+        pinned = max(pinned, run)
+    return {
+        "relative_tracking_error_2nd_half": sum(abs(v - t) / t for v, t in second) / len(second),
+        "peak_entropy_over_target_2nd_half": max(v / t for v, t in second),
+        "alpha_longest_run_at_cap": pinned,
+    }
+
+
 # ------------------------------------------------------------------------------------ evaluation
 
 def heldout_rows(data_dir: str, n: int) -> list[dict]:
@@ -354,6 +377,9 @@ END_VALUES = {  # per preset: their interval over seeds, and the paired differen
 }
 
 
+HOLDING = ("relative_tracking_error_2nd_half", "peak_entropy_over_target_2nd_half", "alpha_longest_run_at_cap")
+
+
 def markdown_tables(results: list[dict], start: dict, summary: dict) -> str:
     """The per-run and per-preset tables of docs/science.md, from the measured values."""
     f3 = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
@@ -383,6 +409,18 @@ def markdown_tables(results: list[dict], start: dict, summary: dict) -> str:
         lines.append(f"| {preset} | {len(sm['seeds'])} | {ci(sm['mean_entropy_end'])} | {ci(sm['decision_entropy_end'])} "
                      f"| {ci(sm['greedy_avg_at_1_end'])} | {ci(sm['pass_at_8_end'])} "
                      f"| {ci(sm['tracking_error_2nd_half'], '{:.4f}')} |")
+    lines += ["", "| run | mean \\|H − H*\\|/H* 2nd half | peak H/H* 2nd half | longest run of α at its cap |",
+              "|---" * 4 + "|"]
+    for r in results:
+        ref = "" if r["tracking_target"] == "aer/target_entropy" else " (ref.)"
+        lines.append(f"| {r['run']} | {r['relative_tracking_error_2nd_half']:.3f}{ref} "
+                     f"| {r['peak_entropy_over_target_2nd_half']:.2f} | {r['alpha_longest_run_at_cap']} |")
+    lines += ["", "| preset | seeds | mean \\|H − H*\\|/H* 2nd half | peak H/H* 2nd half | longest run at cap |",
+              "|---" * 5 + "|"]
+    for preset, sm in summary.items():
+        lines.append(f"| {preset} | {len(sm['seeds'])} | {ci(sm['relative_tracking_error_2nd_half'])} "
+                     f"| {ci(sm['peak_entropy_over_target_2nd_half'], '{:.2f}')} "
+                     f"| {ci(sm['alpha_longest_run_at_cap'], '{:.1f}')} |")
     paired = {p: sm["minus_grpo_paired"] for p, sm in summary.items() if "minus_grpo_paired" in sm}
     if paired:
         lines += ["", "| preset − grpo, paired by seed | H̄ train end | H_dec held-out end | greedy avg@1 end | pass@8 end |",
@@ -487,6 +525,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{res['mean_entropy']['end']:.3f}, decision {start['decision_entropy']:.3f} -> "
               f"{end['decision_entropy']:.3f}, greedy {end['greedy_avg_at_1']:.2f}", flush=True)
 
+    # the holding measures are computed from the metrics of every run, reused ones included
+    from entropy_rl.aer import AERConfig
+
+    for r in results:
+        r.update(holding(read_metrics(os.path.join(out, "runs", r["run"], "metrics.jsonl")), AERConfig().alpha_max))
+
     # 3. figures: the run report for all runs side by side, plus the held-out entropies
     from entropy_rl.report import build_report
 
@@ -514,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": [r["seed"] for r in rs],
             **{name: interval([get(r) for r in rs]) for name, get in END_VALUES.items()},
             "tracking_error_2nd_half": interval([r["tracking_error_2nd_half"] for r in rs]),
+            **{k: interval([r[k] for r in rs]) for k in HOLDING},
         }
         pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
         if preset != "grpo" and pairs:

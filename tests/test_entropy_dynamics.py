@@ -37,3 +37,22 @@ def test_quick_grid_writes_table_and_figures(tmp_path):
     assert p.returncode != 0
     assert "grpo-s0-3steps/result.json: a finished run with another configuration (overrides:" in p.stderr, p.stderr[-3000:]
     assert (tmp_path / "runs" / "grpo-s0-3steps" / "result.json").exists()
+
+
+def test_holding_measures_from_metrics():
+    """Relative tracking error, peak H/H* (second half) and α's longest run at its cap, from a
+    synthetic metrics series; a run without AER is measured against the reference ρ·H₀."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    import entropy_dynamics as ed
+
+    steps = {s: {"actor/entropy": 0.1, "aer/target_entropy": float("nan") if s < 2 else 0.05,
+                 "aer/alpha": 0.1 if 3 <= s <= 7 else 0.02} for s in range(1, 11)}
+    steps[8]["actor/entropy"] = 0.2  # the peak, in the second half (steps 6-10)
+    h = ed.holding(steps, alpha_max=0.1)
+    assert h["relative_tracking_error_2nd_half"] == pytest.approx((4 * 1.0 + 3.0) / 5)
+    assert h["peak_entropy_over_target_2nd_half"] == pytest.approx(4.0)
+    assert h["alpha_longest_run_at_cap"] == 5
+    plain = {s: {"actor/entropy": v} for s, v in enumerate([0.5, 0.5, 0.3, 0.3], start=1)}
+    h = ed.holding(plain, alpha_max=0.1)
+    assert h["relative_tracking_error_2nd_half"] == pytest.approx(0.0)  # 0.3 = 0.6 · 0.5
+    assert h["alpha_longest_run_at_cap"] == 0
