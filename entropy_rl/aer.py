@@ -79,89 +79,12 @@ batch's bonus.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 import torch
 
-
-@dataclass(frozen=True)
-class AERConfig:
-    """Knobs of AER, each with its paper symbol.
-
-    Attributes:
-        allocation: ``"linear"`` | ``"threshold"`` | ``"none"`` — difficulty-aware w(acc).
-        tau: τ, accuracy below which a prompt counts as hard (``threshold`` allocation).
-        normalize_weights: rescale w to mean 1 over the batch's responses.
-        anchor: H* = ρ·H₀ (True) or H* = ``target_entropy`` (False).
-        rho: ρ ∈ (0, 1), target ratio to the initial entropy.
-        anchor_steps: number of first updates whose mean entropy is H₀.
-        target_entropy: absolute H* in nats, used when ``anchor`` is False.
-        adaptive: move α_t every step (True) or keep α_t = α_init (False).
-        alpha_init: α_0.
-        eta: η, integral gain (α per nat of entropy error per step).
-        kp: κ, proportional gain.
-        alpha_min, alpha_max: bounds of α_t.
-        w_max: cap on every prompt weight w (after normalisation), so α_t·w ≤ α_max·w_max.
-        ema: λ, smoothing of the measured entropy (0 = none).
-        controller: ``"pi_nat"`` (η, κ per nat of error) | ``"relative"`` (κ_I, κ_P, κ_D per
-            unit of relative error, see the module docstring).
-        rel_integral_gain: κ_I, integral step in α_max per unit of relative error (relative).
-        rel_proportional_gain: κ_P, α_max per unit of relative error (relative).
-        rel_damping_gain: κ_D, α_max per unit of relative entropy slope (relative).
-        max_alpha_step: Δα_max, the largest change of α_t per step as a fraction of α_max
-            (relative).
-    """
-
-    allocation: Literal["linear", "threshold", "none"] = "linear"
-    tau: float = 0.4
-    normalize_weights: bool = True
-    anchor: bool = True
-    rho: float = 0.6
-    anchor_steps: int = 3
-    target_entropy: float | None = None
-    adaptive: bool = True
-    alpha_init: float = 0.0
-    eta: float = 0.1
-    kp: float = 0.2
-    alpha_min: float = 0.0
-    alpha_max: float = 0.1
-    w_max: float = 4.0
-    ema: float = 0.5
-    controller: Literal["pi_nat", "relative"] = "pi_nat"
-    rel_integral_gain: float = 0.02
-    rel_proportional_gain: float = 0.5
-    rel_damping_gain: float = 1.0
-    max_alpha_step: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.allocation not in ("linear", "threshold", "none"):
-            raise ValueError(f"AERConfig.allocation must be linear|threshold|none, got {self.allocation!r}")
-        if self.anchor and not 0.0 < self.rho < 1.0:
-            raise ValueError(f"AERConfig.rho (ρ) must be in (0, 1), got {self.rho}")
-        if self.anchor and self.anchor_steps < 1:
-            raise ValueError(f"AERConfig.anchor_steps must be >= 1, got {self.anchor_steps}")
-        if not self.anchor and (self.target_entropy is None or self.target_entropy < 0):
-            raise ValueError("AERConfig.anchor=False needs target_entropy (H*, nats) >= 0")
-        if not 0.0 <= self.alpha_min <= self.alpha_max:
-            raise ValueError(f"AERConfig needs 0 <= alpha_min <= alpha_max, got {self.alpha_min}, {self.alpha_max}")
-        if not self.alpha_min <= self.alpha_init <= self.alpha_max:
-            raise ValueError(f"AERConfig.alpha_init must lie in [alpha_min, alpha_max], got {self.alpha_init}")
-        if not (self.w_max >= 1.0 and math.isfinite(self.w_max)):
-            # below 1 the cap would also cut the average prompt of a normalised batch
-            raise ValueError(f"AERConfig.w_max must be a finite number >= 1, got {self.w_max}")
-        if self.controller not in ("pi_nat", "relative"):
-            raise ValueError(f"AERConfig.controller must be pi_nat|relative, got {self.controller!r}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"AERConfig.ema (λ) must be in [0, 1), got {self.ema}")
-        gains = dict(eta=self.eta, kp=self.kp, rel_integral_gain=self.rel_integral_gain,
-                     rel_proportional_gain=self.rel_proportional_gain, rel_damping_gain=self.rel_damping_gain)
-        bad = {k: v for k, v in gains.items() if not (v >= 0 and math.isfinite(v))}
-        if bad:
-            raise ValueError(f"AERConfig gains must be finite and >= 0, got {bad}")
-        if not 0.0 < self.max_alpha_step <= 1.0:
-            raise ValueError(f"AERConfig.max_alpha_step (Δα_max, a fraction of alpha_max) must be in (0, 1], "
-                             f"got {self.max_alpha_step}")
+from entropy_rl.config import AERConfig  # noqa: F401  (re-exported: the controller's knobs)
 
 
 def difficulty_weights(accuracy: torch.Tensor, cfg: AERConfig) -> torch.Tensor:

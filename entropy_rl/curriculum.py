@@ -58,83 +58,14 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
 
-MissingPolicy = Literal["error", "last_stage", "first_stage"]
-Schedule = Literal["staged", "interleaved"]
+from entropy_rl.config import CurriculumConfig, MissingPolicy, Schedule, _to_dict  # noqa: F401  (re-exported)
+
 _STATE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class CurriculumConfig:
-    """Knobs of the curriculum (defaults: SENT's released scripts, one stage repetition).
-
-    Attributes:
-        score_key: column holding H_SE (or a dotted path into a dict column).
-        num_stages: N, equal-count stages from low to high H_SE.
-        stage_epochs: passes over each stage in one sampler epoch (the release: 5).
-        schedule: ``"staged"`` (every pass of stage s before any row of stage s+1, the
-            release) or ``"interleaved"`` (one pass over every stage, low → high, repeated).
-        seed: seed of the within-stage shuffles.
-        shuffle_within_stage: shuffle each pass (else ascending score).
-        missing_policy: where unscored rows go, or ``"error"``.
-    """
-
-    score_key: str = "semantic_entropy"
-    num_stages: int = 2
-    stage_epochs: int = 1
-    schedule: Schedule = "staged"
-    seed: int = 1
-    shuffle_within_stage: bool = True
-    missing_policy: MissingPolicy = "error"
-
-    def __post_init__(self) -> None:
-        if self.num_stages < 1:
-            raise ValueError(f"curriculum.num_stages must be >= 1, got {self.num_stages}")
-        if self.stage_epochs < 1:
-            raise ValueError(f"curriculum.stage_epochs must be >= 1, got {self.stage_epochs}")
-        if self.schedule not in ("staged", "interleaved"):
-            raise ValueError(f"curriculum.schedule must be 'staged' or 'interleaved', got {self.schedule!r}")
-        if self.missing_policy not in ("error", "last_stage", "first_stage"):
-            raise ValueError(
-                "curriculum.missing_policy must be 'error', 'last_stage' or 'first_stage', "
-                f"got {self.missing_policy!r}"
-            )
-        if not self.score_key:
-            raise ValueError("curriculum.score_key must be a non-empty column name")
-
-    @classmethod
-    def from_data_config(cls, data_config: Any) -> CurriculumConfig:
-        """Read ``data_config.curriculum`` (DictConfig or dict); seed falls back to data_config.seed, then 1."""
-        data = _to_dict(data_config)
-        cur = _to_dict(data.get("curriculum"))
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cur) - known)
-        if unknown:
-            raise ValueError(f"unknown curriculum config keys {unknown}; known: {sorted(known)}")
-        kwargs = {k: v for k, v in cur.items() if v is not None}
-        if "seed" not in kwargs:
-            kwargs["seed"] = data.get("seed") if data.get("seed") is not None else 1
-        return cls(**kwargs)
-
-
-def _to_dict(cfg: Any) -> dict:
-    if cfg is None:
-        return {}
-    if isinstance(cfg, Mapping):
-        try:  # OmegaConf DictConfig is a Mapping; resolve interpolations
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(cfg, DictConfig):
-                return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-        except ImportError:  # pragma: no cover
-            pass
-        return dict(cfg)
-    raise TypeError(f"expected a mapping / DictConfig, got {type(cfg).__name__}")
 
 
 def read_scores(data_source: Any, key: str) -> list[Any]:

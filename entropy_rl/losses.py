@@ -48,13 +48,13 @@ with zero.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
 from verl.trainer.ppo.core_algos import agg_loss, kl_penalty
+
+from entropy_rl.config import KLKind, SentKLConfig  # noqa: F401  (re-exported: the loss's knobs)
 
 # Token-set ids written by :func:`select_tokens` (int8, same shape as the response).
 TOKEN_OUTSIDE = 0  # not in T_low (or padding): no KL
@@ -65,64 +65,6 @@ TOKEN_SETS = (TOKEN_OUTSIDE, TOKEN_LOW, TOKEN_LOW_COV, TOKEN_HIGH_COV)
 
 # Metric of :func:`compute_policy_loss`: NaN / ±inf values among its tensor inputs.
 NONFINITE_METRIC = "actor/entropy_rl/nonfinite_inputs"
-
-KLKind = Literal["abs", "k1", "low_var_kl", "k2", "k3", "mse", "kl"]
-
-
-@dataclass(frozen=True)
-class SentKLConfig:
-    """Knobs of SENT's token-level selective KL-Cov (defaults: the released code).
-
-    Attributes:
-        mode: ``"release"`` (top/bottom ``cov_fraction`` of T_low get β_high/β_low, others 0)
-            or ``"paper"`` (top ``cov_fraction`` of T_low get β_high, the rest of T_low β_low).
-        low_entropy_fraction: share of valid tokens forming T_low, lowest entropy first (0.8).
-        tau_h: τ_H. When set, T_low = {t : H_t < τ_H} (paper text) instead of the fraction.
-        cov_fraction: k, share of T_low selected by covariance (release 0.0002 = kl_cov_ratio).
-        cov_count: ``"release"`` (Σ over micro-batches of max(min_selected, ⌊k·|T_low,m|⌋), the
-            number the release selects) or ``"fraction"`` (max(min_selected, ⌊k·|T_low|⌋) over
-            all the tokens selected from at once).
-        beta_high: β_high, KL coefficient of high-covariance tokens (release 2×0.1 = 0.2).
-        beta_low: β_low, KL coefficient of the low-covariance / rest set (release 0.5×0.1 = 0.05).
-        min_selected: at least this many tokens in each covariance set (release: 1).
-        kl: ``"abs"`` = |logπ − logπ_old| (KL-Cov heritage, release) or a veRL ``kl_penalty``
-            kind (``"k1"``, ``"low_var_kl"``, ...) against the reference policy (paper text).
-        clip: PPO clipping of the surrogate; ``False`` reproduces the release (plain −A·ratio).
-    """
-
-    mode: Literal["release", "paper"] = "release"
-    low_entropy_fraction: float = 0.8
-    tau_h: float | None = None
-    cov_fraction: float = 2e-4
-    cov_count: Literal["release", "fraction"] = "release"
-    beta_high: float = 0.2
-    beta_low: float = 0.05
-    min_selected: int = 1
-    kl: KLKind = "abs"
-    clip: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("release", "paper"):
-            raise ValueError(f"SentKLConfig.mode must be 'release' or 'paper', got {self.mode!r}")
-        if self.cov_count not in ("release", "fraction"):
-            raise ValueError(f"SentKLConfig.cov_count must be 'release' or 'fraction', got {self.cov_count!r}")
-        if not 0.0 < self.low_entropy_fraction <= 1.0:
-            raise ValueError(f"SentKLConfig.low_entropy_fraction must be in (0, 1], got {self.low_entropy_fraction}")
-        if not 0.0 <= self.cov_fraction <= 1.0:
-            raise ValueError(f"SentKLConfig.cov_fraction must be in [0, 1], got {self.cov_fraction}")
-        if self.beta_high < 0 or self.beta_low < 0:
-            raise ValueError(f"SentKLConfig: β_high, β_low must be >= 0, got {self.beta_high}, {self.beta_low}")
-        if self.tau_h is not None and math.isnan(self.tau_h):
-            raise ValueError("SentKLConfig.tau_h (τ_H) must be a number or None, got nan")
-        if self.min_selected < 0:
-            raise ValueError(f"SentKLConfig.min_selected must be >= 0, got {self.min_selected}")
-
-    def coefficient_table(self) -> tuple[float, float, float, float]:
-        """KL coefficient of each token set, indexed by the TOKEN_* ids."""
-        rest = self.beta_low if self.mode == "paper" else 0.0
-        low_cov = self.beta_low  # in paper mode no token gets TOKEN_LOW_COV
-        return (0.0, rest, low_cov, self.beta_high)
-
 
 def _valid(mask: torch.Tensor) -> torch.Tensor:
     # Works for bool, int64 and float masks alike; never used as an index.

@@ -31,8 +31,9 @@ while [ $# -gt 0 ]; do
     --packaged) packaged=1; shift ;;
     --no-wait) no_wait=1; shift ;;
     --dry-run) dry_run=1; shift ;;
+    -h|--help) sed -n '2,17p' "$0" | sed -E 's/^# ?//'; exit 0 ;;
     --) shift; break ;;
-    -*) echo "submit.sh: unknown option $1" >&2; exit 2 ;;
+    -*) echo "submit.sh: unknown option $1 (bash launch/submit.sh --help lists them)" >&2; exit 2 ;;
     *) break ;;
   esac
 done
@@ -43,7 +44,7 @@ env_vars="\"ENTROPY_RL_DATA\": \"${ENTROPY_RL_DATA:-$HOME/data/entropy_rl}\""
 env_vars+=", \"TOKENIZERS_PARALLELISM\": \"true\""
 env_vars+=", \"VERL_FILE_LOGGER_ROOT\": \"${VERL_FILE_LOGGER_ROOT:-runs}\""
 for arg in "$@"; do
-  if [ "$arg" = "backend=cpu" ]; then env_vars+=", \"VERL_PLATFORM\": \"cpu\""; fi
+  case "$arg" in backend=cpu|backend=cpu_*) env_vars+=", \"VERL_PLATFORM\": \"cpu\"" ;; esac
 done
 if [ "$packaged" = 1 ]; then
   runtime_env="{\"env_vars\": {$env_vars}}"

@@ -7,10 +7,21 @@
 # Without a visible GPU it runs the CPU backend instead (backend=cpu): SENT + AER with the
 # adaptive curriculum on a small local model and a synthetic task, a real veRL run in a few
 # minutes. Every argument is a Hydra override passed to `python -m recipe.sent.main`.
-# Missing data is prepared first.
+# Missing data is prepared first. Without PYTHON=..., it runs in the project's .venv, which it
+# builds first when missing (`make venv`, the same one `make test` uses; ~3 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+if [ -z "${PYTHON:-}" ]; then
+  if [ ! -f .venv/.installed ]; then
+    command -v make >/dev/null 2>&1 || { echo "[train.sh] needs make to build .venv (or set PYTHON=/path/to/python)" >&2; exit 2; }
+    echo "[train.sh] building .venv (make venv, once; ~3 min) ..." >&2
+    make -s venv >&2
+  fi
+  PYTHON=$PWD/.venv/bin/python
+fi
+for arg in "$@"; do
+  case "$arg" in -h|--help) exec "$PYTHON" -m recipe.sent.main --help ;; esac
+done
 export ENTROPY_RL_DATA=${ENTROPY_RL_DATA:-$HOME/data/entropy_rl}
 # The file logger writes one JSON line per step under here (trainer.logger contains `file`).
 export VERL_FILE_LOGGER_ROOT=${VERL_FILE_LOGGER_ROOT:-$PWD/runs}

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -270,3 +271,44 @@ def test_metrics_file_keeps_history_across_a_resume(tmp_path, monkeypatch):
     (aside,) = [p for p in tmp_path.iterdir() if p.name != "m.jsonl"]
     assert aside.name.startswith("m.") and aside.suffix == ".jsonl"
     assert [json.loads(line)["step"] for line in aside.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def _copy_launcher(tmp_path, with_venv: bool):
+    """A throwaway checkout: launch/train.sh, a Makefile whose `venv` target builds a fake .venv."""
+    repo = tmp_path / "repo"
+    (repo / "launch").mkdir(parents=True)
+    (repo / "launch" / "train.sh").write_text(open(os.path.join(ROOT, "launch", "train.sh")).read())
+    log = tmp_path / "calls"
+    stub(tmp_path / "fakepy", f'echo "venv-python $*" >> {log}\n')
+    (repo / "Makefile").write_text(
+        f"venv:\n\tmkdir -p .venv/bin\n\tcp {tmp_path / 'fakepy'} .venv/bin/python\n"
+        f"\techo make-venv >> {log}\n\ttouch .venv/.installed\n")
+    if with_venv:
+        subprocess.run(["make", "-s", "-C", str(repo), "venv"], check=True)
+        log.unlink()
+    return repo, log
+
+
+@pytest.mark.parametrize("with_venv", [False, True])
+def test_train_sh_sets_up_and_uses_the_project_venv(tmp_path, with_venv):
+    """Without PYTHON=..., train.sh runs in .venv, building it first (make venv) when missing."""
+    repo, log = _copy_launcher(tmp_path, with_venv)
+    data = tmp_path / "data"
+    (data / "cpu_demo").mkdir(parents=True)
+    (data / "cpu_demo" / "cpu_demo.json").write_text("{}")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    env.update(ENTROPY_RL_DATA=str(data), CUDA_VISIBLE_DEVICES="")
+    subprocess.run(["bash", str(repo / "launch" / "train.sh"), "trainer.total_training_steps=1"],
+                   check=True, env=env, capture_output=True)
+    calls = log.read_text().strip().splitlines()
+    assert calls[0] == "make-venv" if not with_venv else calls[0].startswith("venv-python")
+    assert calls[-1].startswith("venv-python -m recipe.sent.main backend=cpu")
+
+
+@pytest.mark.parametrize("script", ["launch/submit.sh", "launch/slurm.sbatch", "launch/train.sh"])
+def test_scripts_have_help(script):
+    out = subprocess.run(["bash", os.path.join(ROOT, script), "--help"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHON": sys.executable}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage" in out.stdout.lower() or "overrides" in out.stdout.lower()
+    assert "unknown option" not in out.stdout + out.stderr

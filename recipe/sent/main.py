@@ -1,7 +1,8 @@
-"""Train: ``python -m recipe.sent.main [hydra overrides]``.
+"""Train: ``python -m recipe.sent.main [hydra overrides]``; ``--help`` lists presets and knobs.
 
 Composes ``conf/entropy_rl.yaml`` (veRL's ``ppo_trainer`` + our knobs), a ``method=`` preset
-and a ``model=`` preset, then runs veRL's legacy PPO driver with our TaskRunner. Every
+and a ``model=`` preset, checks on the driver what can be checked before Ray starts
+(recipe.sent.preflight), then runs veRL's legacy PPO driver with our TaskRunner. Every
 ``actor_rollout_ref.*``, ``data.*``, ``trainer.*`` override veRL users know works as in veRL.
 
     python -m recipe.sent.main method=sent model=r1_distill_qwen_1.5b
@@ -9,8 +10,11 @@ and a ``model=`` preset, then runs veRL's legacy PPO driver with our TaskRunner.
 """
 
 import os
+import sys
 
 import hydra
+
+from recipe.sent.config import help_text, override_problems
 
 CONF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "conf")
 
@@ -24,13 +28,37 @@ def select_platform(config) -> None:
         os.environ.pop("CUDA_VISIBLE_DEVICES", None)
 
 
-@hydra.main(config_path=CONF_DIR, config_name="entropy_rl", version_base=None)
-def main(config) -> None:
+def start(config, mode: str) -> None:
+    """Pre-flight, then veRL: the body of both entry points (train and score)."""
+    from recipe.sent.preflight import PreflightError, preflight
+
+    try:
+        preflight(config)
+    except PreflightError as e:
+        print(str(e), file=sys.stderr, flush=True)
+        raise
     select_platform(config)
     from recipe.sent.adapter import launch
 
-    launch(config, mode="train")
+    launch(config, mode=mode)
+
+
+def cli(argv: list[str], hydra_main) -> None:
+    """``--help`` and misspelled ``entropy_rl.*`` keys, answered before Hydra composes."""
+    if any(a in ("--help", "-h") for a in argv):
+        print(help_text(CONF_DIR), end="")
+        raise SystemExit(0)
+    bad = override_problems(argv)
+    if bad:
+        print("[entropy-rl] cannot start:\n  - " + "\n  - ".join(bad), file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    hydra_main()
+
+
+@hydra.main(config_path=CONF_DIR, config_name="entropy_rl", version_base=None)
+def main(config) -> None:
+    start(config, mode="train")
 
 
 if __name__ == "__main__":
-    main()
+    cli(sys.argv[1:], main)

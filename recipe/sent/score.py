@@ -7,18 +7,17 @@ same data, model and scoring settings reuse — score once on a cluster, train m
 Also writes the training rows with the scores as a parquet (``entropy_rl.scoring.output_file``).
 """
 
+import sys
+
 import hydra
 
-from recipe.sent.main import CONF_DIR, select_platform
+from recipe.sent.main import CONF_DIR, cli, start
 
 
 @hydra.main(config_path=CONF_DIR, config_name="entropy_rl", version_base=None)
 def main(config) -> None:
-    select_platform(config)
-    from recipe.sent.adapter import launch
-
-    launch(config, mode="score")
+    start(config, mode="score")
 
 
 if __name__ == "__main__":
-    main()
+    cli(sys.argv[1:], main)
