@@ -154,6 +154,8 @@ def compose(method: str, *overrides: str):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
+    import recipe.sent  # noqa: F401  (registers the entropy_rl knobs the config composes)
+
     with initialize_config_dir(config_dir=CONF, version_base=None):
         cfg = _compose(config_name="entropy_rl", overrides=[f"method={method}", *overrides])
     OmegaConf.resolve(cfg)

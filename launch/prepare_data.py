@@ -692,6 +692,7 @@ def prepare_dataset(
     progress: bool = True,
     keep_conflicts: bool = False,
     revision: str | None = None,
+    max_invalid: float = 0.05,
 ) -> Result:
     """Convert one dataset (from the Hub, or ``source_dir/<name>.*``) and write it.
     ``revision`` overrides the spec's Hub revision."""
@@ -727,6 +728,14 @@ def prepare_dataset(
         raise DataError(
             f"{name} ({src.origin}): no rows to write ({stats.seen} read, "
             f"{len(stats.rejected)} rejected, {stats.duplicates} duplicates)"
+        )
+    invalid_rows = [r for r in stats.rejected if r.get("kind") != "conflict"]
+    if skip_invalid and stats.seen and len(invalid_rows) > max_invalid * stats.seen:
+        # a source this broken is the wrong file or a changed schema, not a few bad rows
+        raise DataError(
+            f"{name} ({src.origin}): {len(invalid_rows)} of {stats.seen} rows are invalid "
+            f"({len(invalid_rows) / stats.seen:.0%}, above --max-invalid {max_invalid:.0%}); nothing written. "
+            f"First: {invalid_rows[0]['error']}. Check the source, or allow more with --max-invalid"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"dataset": name, "source": src.origin, "revision_requested": src.revision_requested,
@@ -788,6 +797,7 @@ def prepare(
     keep_going: bool = False,
     keep_conflicts: bool = False,
     revisions: dict[str, str] | None = None,
+    max_invalid: float = 0.05,
 ) -> list[Result]:
     """Prepare several datasets (``"all"``, a comma list or names); returns one
     :class:`Result` each. The first error is raised, or with ``keep_going`` every dataset
@@ -801,7 +811,7 @@ def prepare(
                 prepare_dataset(
                     name, out, source_dir=source_dir, limit=limit, force=force,
                     skip_invalid=skip_invalid, progress=progress, keep_conflicts=keep_conflicts,
-                    revision=(revisions or {}).get(name),
+                    revision=(revisions or {}).get(name), max_invalid=max_invalid,
                 )
             )
         except DataError as e:
@@ -863,10 +873,20 @@ def _print_table() -> None:
         print(f"    revision: {s.revision or 'not pinned (the current commit is read and recorded)'}")
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, off flags)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == [] or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="prepare_data.py",
         description="Write DAPO-Math-17k and the math eval sets as veRL RL parquet files.",
+        formatter_class=_DefaultsHelp,
     )
     p.add_argument("--out", default=None,
                    help="output root (default: $ENTROPY_RL_DATA or ~/data/entropy_rl)")
@@ -878,6 +898,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rebuild outputs that already exist")
     p.add_argument("--skip-invalid", action="store_true",
                    help="write invalid rows to <out>/<name>/rejected.jsonl instead of failing")
+    p.add_argument("--max-invalid", type=float, default=0.05, metavar="FRACTION",
+                   help="with --skip-invalid, fail (write nothing) when more than this share of a "
+                        "dataset's rows is invalid")
     p.add_argument("--keep-conflicts", action="store_true",
                    help="keep the first copy of a duplicated problem whose copies disagree on the gold "
                         "(default: drop it and write it to rejected.jsonl)")
@@ -891,6 +914,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be >= 1")
+    if not 0.0 <= args.max_invalid <= 1.0:
+        p.error(f"--max-invalid must be a fraction in [0, 1], got {args.max_invalid}")
     revisions = {}
     for item in args.revision:
         name, sep, rev = item.partition("=")
@@ -901,7 +926,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare(
             args.datasets, args.out, source_dir=args.source_dir, limit=args.limit, force=args.force,
             skip_invalid=args.skip_invalid, progress=not args.no_progress, keep_going=True,
-            keep_conflicts=args.keep_conflicts, revisions=revisions,
+            keep_conflicts=args.keep_conflicts, revisions=revisions, max_invalid=args.max_invalid,
         )
     except DataError as e:
         print(f"prepare_data: error: {e}", file=sys.stderr)

@@ -399,8 +399,22 @@ def test_argument_errors(tmp_path, data_file, capsys):
 
 def test_vllm_backend_missing_is_a_clear_error(data_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # as on a machine without vLLM: import fails
-    argv = ["--model", "unused", "--data", data_file, "--out", str(tmp_path / "o.json"), "--backend", "vllm"]
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    argv = ["--model", str(model), "--data", data_file, "--out", str(tmp_path / "o.json"), "--backend", "vllm"]
     with pytest.raises(ev.BackendUnavailable, match=r"pip install \.\[gpu\].*--backend hf"):
         ev.main(argv)
     assert ev.cli(argv) == 2
     assert "Docker image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model,expect", [
+    ("/no/such/model", "--model=/no/such/model does not exist; give a local HF model directory or a hub id"),
+    ("{tmp}", "is a directory without config.json"),
+])
+def test_missing_model_is_a_clear_error_before_loading(data_file, tmp_path, capsys, model, expect):
+    model = model.replace("{tmp}", str(tmp_path))
+    argv = ["--model", model, "--data", data_file, "--out", str(tmp_path / "o.json"), "--backend", "hf"]
+    assert ev.cli(argv) == 2
+    assert expect in capsys.readouterr().err

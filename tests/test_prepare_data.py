@@ -307,7 +307,7 @@ def test_skip_invalid_writes_rejected(src, tmp_path, capsys):
     with open(src / "math500.jsonl", "a") as f:
         f.write("{broken\n")
     out = tmp_path / "out"
-    (r,) = run(src, out, "math500", skip_invalid=True)
+    (r,) = run(src, out, "math500", skip_invalid=True, max_invalid=1.0)  # 3 of 5: allowed explicitly
     written = read(out / "math500" / "test.parquet")
     assert r.rows == 2 and r.rejected == 3
     assert [x["reward_model"]["ground_truth"] for x in written] == ["5", "\\text{Monday}"]
@@ -324,7 +324,23 @@ def test_skip_invalid_writes_rejected(src, tmp_path, capsys):
     # nothing valid at all is an error, not an empty file
     write_jsonl(src / "math500.jsonl", [dict(MATH500[0], answer="")])
     with pytest.raises(DataError, match="no rows to write"):
-        run(src, out, "math500", skip_invalid=True, force=True)
+        run(src, out, "math500", skip_invalid=True, force=True, max_invalid=1.0)
+
+
+def test_skip_invalid_refuses_a_mostly_invalid_source(src, tmp_path):
+    """4 of 5 rows bad is the wrong file, not a few bad rows: nothing is written."""
+    rows = [dict(MATH500[1], problem=f"What is {i} + 1?", answer=str(i + 1), unique_id=f"t/{i}.json")
+            for i in range(5)]
+    for r in rows[1:]:
+        r["answer"] = ""
+    write_jsonl(src / "math500.jsonl", rows)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"math500 \(.*\): 4 of 5 rows are invalid \(80%, above --max-invalid 5%\); "
+                                         r"nothing written\. First: .*--max-invalid"):
+        run(src, out, "math500", skip_invalid=True)
+    assert not (out / "math500" / "test.parquet").exists()
+    (r,) = run(src, out, "math500", skip_invalid=True, max_invalid=0.8)
+    assert r.rows == 1
 
 
 def test_skip_existing_force_and_atomic(src, tmp_path, capsys, monkeypatch):
@@ -500,7 +516,7 @@ def test_skip_invalid_reports_every_skipped_row(src, tmp_path, capsys):
         rows[i][f] = v
     write_jsonl(src / "math500.jsonl", rows)  # JSON lines hold a dict / NaN where parquet could not
     out = tmp_path / "out"
-    (r,) = run(src, out, "math500", skip_invalid=True)
+    (r,) = run(src, out, "math500", skip_invalid=True, max_invalid=0.5)
     assert (r.rows, r.rejected) == (5, 3)
     printed = capsys.readouterr().out
     origin = str(src / "math500.jsonl")

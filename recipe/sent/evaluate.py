@@ -350,19 +350,30 @@ def write_json_atomic(path: str, obj: Any) -> str:
     return path
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, off flags)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == [] or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m recipe.sent.evaluate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m recipe.sent.evaluate", description=__doc__.split("\n\n")[0].replace("``", ""),
+                                 formatter_class=_DefaultsHelp)
     ap.add_argument("--model", required=True, help="HF model directory (or a name vLLM/transformers can load)")
     ap.add_argument("--data", required=True, help="comma-separated eval parquet files")
-    ap.add_argument("--k", default="8,16,32", help="comma-separated k for Avg@k / Pass@k (default 8,16,32)")
-    ap.add_argument("--n", type=int, default=32, help="samples per problem, >= max k (default 32)")
-    ap.add_argument("--backend", choices=("vllm", "hf"), default="vllm")
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--max-new-tokens", type=int, default=2048)
-    ap.add_argument("--out", default="results.json", help="JSON output (default results.json)")
+    ap.add_argument("--k", default="8,16,32", help="comma-separated k for Avg@k / Pass@k")
+    ap.add_argument("--n", type=int, default=32, help="samples per problem, >= max k")
+    ap.add_argument("--backend", choices=("vllm", "hf"), default="vllm",
+                    help="vllm: vLLM (GPU, or its CPU build); hf: transformers generate (slow, any device)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (the papers: 1.0)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling")
+    ap.add_argument("--max-new-tokens", type=int, default=2048, help="response budget per sample")
+    ap.add_argument("--out", default="results.json", help="JSON output")
     ap.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark only")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="sequences (prompts × n) per generate call; default 64 for hf, 4096 for vllm")
     ap.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm only")
@@ -401,6 +412,12 @@ def main(
     if not files:
         raise EvalInputError("--data: no files given")
     groups = select(load_problems(files), args.limit)  # validate data before loading a model
+    if generator_factory is None:
+        from recipe.sent.preflight import model_path_problem
+
+        why = model_path_problem(args.model, "--model")
+        if why:
+            raise EvalInputError(why)
     if args.batch_size is None:
         args.batch_size = 64 if args.backend == "hf" else 4096
     sampling = SamplingConfig(args.temperature, args.top_p, args.max_new_tokens, args.seed)

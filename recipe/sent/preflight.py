@@ -51,19 +51,25 @@ def _prepare_hint(path: str) -> str:
     return ""
 
 
-def model_problems(config: Any) -> list[str]:
-    path = str(config.actor_rollout_ref.model.path)
+def model_path_problem(path: str, key: str) -> str | None:
+    """Why ``path`` (given as ``key``) is no loadable model, or None: a local directory needs
+    config.json; a hub id (org/name) or a remote path is left to the loader."""
+    path = str(path)
     local = os.path.expanduser(path)
     if os.path.isdir(local):
         if not os.path.exists(os.path.join(local, "config.json")):
-            return [f"actor_rollout_ref.model.path={path} is a directory without config.json "
-                    "(an HF model directory is expected)"]
-        return []
+            return f"{key}={path} is a directory without config.json (an HF model directory is expected)"
+        return None
     if REMOTE.match(path) or (HUB_ID.match(path) and not path.startswith((".", "~"))):
-        return []  # a hub id or a remote path: the workers fetch it
+        return None
     hint = _prepare_hint(local)
-    return [f"actor_rollout_ref.model.path={path} does not exist"
-            + (f": create it with `{hint}`" if hint else "; give a local HF model directory or a hub id (org/name)")]
+    return (f"{key}={path} does not exist"
+            + (f": create it with `{hint}`" if hint else "; give a local HF model directory or a hub id (org/name)"))
+
+
+def model_problems(config: Any) -> list[str]:
+    why = model_path_problem(config.actor_rollout_ref.model.path, "actor_rollout_ref.model.path")
+    return [why] if why else []
 
 
 def data_problems(config: Any) -> list[str]:
