@@ -1,4 +1,4 @@
-"""Answers (issue #5, item 4): throughput of reward scoring and answer clustering, and worst-case latency.
+"""Answers: throughput of reward scoring and answer clustering, and worst-case latency.
 
 Realistic mix (``bench/_answers_corpus.py``): integers, fractions, LaTeX expressions, sets,
 tuples, text answers, unparseable text and responses with no final answer, 16 samples per

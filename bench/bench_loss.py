@@ -1,4 +1,4 @@
-"""Loss micro-benchmark (issue #5, items 1 and 3): what the entropy machinery costs per micro-batch.
+"""Loss micro-benchmark: what the entropy machinery costs per micro-batch.
 
 Forward + backward of the policy loss alone (no model) over micro-batch shapes, random
 float32 inputs (``bench/_common.make_batch``), median of interleaved repeats after warm-up

@@ -1,4 +1,4 @@
-"""Selection cost (issue #5, item 2): SENT's batch-wide token selection over a whole training batch.
+"""Selection cost: SENT's batch-wide token selection over a whole training batch.
 
 The recipe computes the token sets once per step on the driver over the whole batch
 (``recipe/sent/hooks.py`` → :func:`entropy_rl.losses.select_tokens`): 256 prompts × 8

@@ -1,4 +1,4 @@
-"""Entropy dynamics at laptop scale, measured through the real loop (issue #12).
+"""Entropy dynamics at laptop scale, measured through the real loop.
 
 Does our SENT / AER hold policy entropy where GRPO collapses it, while accuracy still
 improves? Every run is ``python -m recipe.sent.main backend=cpu method=<preset>`` (veRL's

@@ -1,6 +1,6 @@
-"""Issue #6, items 1-2: hostile model outputs and reward scoring under load.
+"""Hostile model outputs and reward scoring under load.
 
-The corpus (``tests/data/hostile.py``) covers every category the issue names. For each item,
+The corpus (``tests/data/hostile.py``) covers every category of hostile input. For each item,
 ``compute_score``, ``is_equivalent`` and ``cluster_answers`` return within their timeout,
 execute nothing (a sentinel file), keep the caller alive and its memory flat; the same from a
 thread and from a spawned process shaped like a veRL reward worker. A batch of 4096 realistic

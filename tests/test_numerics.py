@@ -1,4 +1,4 @@
-"""Numerical edge cases of the SENT / AER loss and their driver-side guards (issue #6, item 4):
+"""Numerical edge cases of the SENT / AER loss and their driver-side guards:
 empty and one-token micro-batches, ties, all-zero advantages, fewer low-entropy tokens than
 asked for, bf16, and NaN / inf inputs — counted by the (sync-free) loss, rejected with field,
 step, row and token by the driver. References: tests/test_losses.py (float64, Python loops)."""

@@ -364,7 +364,7 @@ class EntropyHooks:
 
 
 def reward_check_metrics(non_tensor_batch: Any) -> dict[str, float]:
-    """Answer checks of this batch that ended without a verdict (issue #6, item 2).
+    """Answer checks of this batch that ended without a verdict.
 
     :func:`entropy_rl.reward.compute_score` returns ``verify_timeouts`` per response (checks
     that hit the deadline or the worker's memory bound and so scored "not equivalent");

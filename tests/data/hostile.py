@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 
-#: The categories issue #6 names; every one must have items (tested).
+#: The categories of hostile input; every one must have items (tested).
 CATEGORIES = (
     "code-injection",  # __import__, lambda, dunder access, exec/eval, shell syntax
     "huge-number",  # 10^{10^{10}}, 9**9**9, power towers, huge intervals of integration
