@@ -4,7 +4,7 @@ VENV ?= .venv
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test venv clean
+.PHONY: test lint format venv clean
 
 venv: $(STAMP)
 
@@ -22,8 +22,17 @@ $(STAMP): pyproject.toml constraints.txt entropy_rl/cpu/vllm_dist/pyproject.toml
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(VENV)/bin/python -m pytest -q --durations=12 tests
+
+# ruff's lint and format rules (pyproject.toml [tool.ruff]); `make format` applies them
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:
 	rm -rf $(VENV)

@@ -18,8 +18,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from tests.data.hostile import corpus as _hostile_corpus  # noqa: E402  (the one hostile corpus)
 
-FILLER = ("We consider the cases separately. Substituting and simplifying gives the relation above, "
-          "and checking the boundary values confirms it. ")
+FILLER = (
+    "We consider the cases separately. Substituting and simplifying gives the relation above, "
+    "and checking the boundary values confirms it. "
+)
 
 
 def _gold_and_forms(rng: random.Random) -> tuple[str, list[str], list[str]]:
@@ -43,13 +45,26 @@ def _gold_and_forms(rng: random.Random) -> tuple[str, list[str], list[str]]:
         return f"\\frac{{{a}}}{{{b}}}", same, wrong
     if kind == "latex":
         k = rng.randint(2, 9)
-        gold, same, wrong = rng.choice([
-            (f"\\frac{{\\sqrt{{{k}}}}}{{2}}", [f"\\sqrt{{{k}}}/2", f"\\frac{{1}}{{2}}\\sqrt{{{k}}}", f"\\tfrac{{\\sqrt{k}}}{{2}}"],
-             [f"\\sqrt{{{k}}}", f"\\frac{{\\sqrt{{{k + 1}}}}}{{2}}"]),
-            (f"{k}\\pi", [f"{k} \\pi", f"\\pi \\cdot {k}", f"{k}\\cdot\\pi"], [f"{k + 1}\\pi", f"\\frac{{{k}\\pi}}{{2}}"]),
-            (f"x^2+{2 * k}x+{k * k}", [f"(x+{k})^2", f"x^{{2}} + {2 * k} x + {k * k}"], [f"(x-{k})^2", f"x^2+{k * k}"]),
-            (f"2\\sqrt{{{k}}}", [f"\\sqrt{{{4 * k}}}", f"2 \\sqrt {k}"], [f"\\sqrt{{{2 * k}}}"]),
-        ])
+        gold, same, wrong = rng.choice(
+            [
+                (
+                    f"\\frac{{\\sqrt{{{k}}}}}{{2}}",
+                    [f"\\sqrt{{{k}}}/2", f"\\frac{{1}}{{2}}\\sqrt{{{k}}}", f"\\tfrac{{\\sqrt{k}}}{{2}}"],
+                    [f"\\sqrt{{{k}}}", f"\\frac{{\\sqrt{{{k + 1}}}}}{{2}}"],
+                ),
+                (
+                    f"{k}\\pi",
+                    [f"{k} \\pi", f"\\pi \\cdot {k}", f"{k}\\cdot\\pi"],
+                    [f"{k + 1}\\pi", f"\\frac{{{k}\\pi}}{{2}}"],
+                ),
+                (
+                    f"x^2+{2 * k}x+{k * k}",
+                    [f"(x+{k})^2", f"x^{{2}} + {2 * k} x + {k * k}"],
+                    [f"(x-{k})^2", f"x^2+{k * k}"],
+                ),
+                (f"2\\sqrt{{{k}}}", [f"\\sqrt{{{4 * k}}}", f"2 \\sqrt {k}"], [f"\\sqrt{{{2 * k}}}"]),
+            ]
+        )
         return gold, same, wrong
     if kind == "set":
         xs = sorted(rng.sample(range(-9, 20), 3))
@@ -64,8 +79,14 @@ def _gold_and_forms(rng: random.Random) -> tuple[str, list[str], list[str]]:
     return f"\\text{{{word}}}", [word, word.lower(), f"\\textbf{{{word}}}"], ["Tuesday", "Bob"]
 
 
-UNPARSEABLE = ["It cannot be determined from the information given", "\\frac{", "asdf qwerty ???", "x = ",
-               "\\begin{cases} 1 \\end{cases", "See the explanation above"]
+UNPARSEABLE = [
+    "It cannot be determined from the information given",
+    "\\frac{",
+    "asdf qwerty ???",
+    "x = ",
+    "\\begin{cases} 1 \\end{cases",
+    "See the explanation above",
+]
 
 
 def realistic_labeled(n_prompts: int, m: int = 16, seed: int = 0) -> list[tuple[str, list[tuple[str, float]]]]:

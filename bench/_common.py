@@ -104,21 +104,17 @@ def summarize(ts: Sequence[float]) -> dict[str, float]:
 
 
 class Progress:
-    """Prints ``label i/n, ETA s`` at most every 2 s (and at the end) on stderr."""
+    """``label i/n`` with rate, elapsed and ETA on stderr (tqdm), refreshed at most every 2 s."""
 
     def __init__(self, total: int, label: str) -> None:
-        self.total, self.label = total, label
-        self.t0 = self.last = time.monotonic()
+        from recipe.sent.progress import progress_bar
+
+        self.bar = progress_bar(total, label, every_s=2.0)
 
     def step(self, done: int) -> None:
-        now = time.monotonic()
-        if done < self.total and now - self.last < 2.0:
-            return
-        self.last = now
-        rate = (now - self.t0) / max(done, 1)
-        eta = rate * (self.total - done)
-        print(f"  [{self.label}] {done}/{self.total}, elapsed {now - self.t0:.1f}s, ETA {eta:.1f}s",
-              file=sys.stderr, flush=True)
+        self.bar.update(done - self.bar.n)
+        if done >= self.bar.total:
+            self.bar.close()
 
 
 def fmt(x: Any, spec: str = ".3g") -> str:

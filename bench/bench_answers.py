@@ -84,10 +84,16 @@ def accuracy(items) -> dict:
         dt = time.monotonic() - t
         verdicts[name] = got
         wrong = sum(g != it.label for g, it in zip(got, items))
-        rows.append({"scorer": name, "items": len(items), "accuracy": 1 - wrong / len(items),
-                     "false positives": sum(g and not it.label for g, it in zip(got, items)),
-                     "false negatives": sum(it.label and not g for g, it in zip(got, items)),
-                     "answers/s": len(items) / dt})
+        rows.append(
+            {
+                "scorer": name,
+                "items": len(items),
+                "accuracy": 1 - wrong / len(items),
+                "false positives": sum(g and not it.label for g, it in zip(got, items)),
+                "false negatives": sum(it.label and not g for g, it in zip(got, items)),
+                "answers/s": len(items) / dt,
+            }
+        )
 
     def breakdown(key):
         out = []
@@ -103,8 +109,12 @@ def accuracy(items) -> dict:
         return out
 
     misses = {name: [it.id for g, it in zip(got, items) if g != it.label] for name, got in verdicts.items()}
-    return {"scorers": rows, "by_format": breakdown(lambda it: it.format),
-            "by_category": breakdown(labelled_answers.category), "misses": misses}
+    return {
+        "scorers": rows,
+        "by_format": breakdown(lambda it: it.format),
+        "by_category": breakdown(labelled_answers.category),
+        "misses": misses,
+    }
 
 
 def integer_responses(n: int, seed: int = 5) -> list[tuple[str, str]]:
@@ -112,8 +122,10 @@ def integer_responses(n: int, seed: int = 5) -> list[tuple[str, str]]:
     import random
 
     rng = random.Random(seed)
-    body = ("We consider the cases separately. Substituting $x = 3$ and simplifying gives $y^{2} = 9$, "
-            "and checking the boundary values confirms the relation. ") * 8
+    body = (
+        "We consider the cases separately. Substituting $x = 3$ and simplifying gives $y^{2} = 9$, "
+        "and checking the boundary values confirms the relation. "
+    ) * 8
     out = []
     for _ in range(n):
         g = rng.randint(1, 10**6)
@@ -218,8 +230,14 @@ def cluster_default(batch):
 
 def cluster_per_pair(batch):
     """The previous default: one bounded ``is_equivalent`` call (worker round-trip) per pair."""
-    return [cluster_answers([answers.extract_answer(r) for r in rs], equivalent=answers.is_equivalent,
-                            normalize=answers.normalize_answer) for _, rs in batch]
+    return [
+        cluster_answers(
+            [answers.extract_answer(r) for r in rs],
+            equivalent=answers.is_equivalent,
+            normalize=answers.normalize_answer,
+        )
+        for _, rs in batch
+    ]
 
 
 METHODS = {
@@ -238,8 +256,14 @@ def main() -> None:
     args = ap.parse_args()
     n_prompts = args.prompts or (6 if args.quick else 48)
 
-    results = {"machine": C.machine_info(), "quick": args.quick, "samples_per_prompt": 16, "prompts": n_prompts,
-               "verify_workers": answers.MAX_WORKERS, "timeout_s": answers.DEFAULT_TIMEOUT}
+    results = {
+        "machine": C.machine_info(),
+        "quick": args.quick,
+        "samples_per_prompt": 16,
+        "prompts": n_prompts,
+        "verify_workers": answers.MAX_WORKERS,
+        "timeout_s": answers.DEFAULT_TIMEOUT,
+    }
     t0 = time.monotonic()
     answers.warm_up()
     results["worker_warm_up_s"] = time.monotonic() - t0
@@ -253,10 +277,18 @@ def main() -> None:
         out = fn(batch)
         dt = time.monotonic() - t
         n_answers = n_prompts * 16
-        rows.append({"method": name, "answers": n_answers, "seconds": dt, "answers/s": n_answers / dt,
-                     "prompts/s": n_prompts / dt,
-                     "mean score" if unit == "answers" else "mean classes":
-                         (sum(out) / len(out)) if unit == "answers" else sum(max(c) + 1 for c in out) / len(out)})
+        rows.append(
+            {
+                "method": name,
+                "answers": n_answers,
+                "seconds": dt,
+                "answers/s": n_answers / dt,
+                "prompts/s": n_prompts / dt,
+                "mean score" if unit == "answers" else "mean classes": (sum(out) / len(out))
+                if unit == "answers"
+                else sum(max(c) + 1 for c in out) / len(out),
+            }
+        )
         eta.step(i + 1)
     results["throughput"] = rows
 
@@ -281,20 +313,32 @@ def main() -> None:
         t = time.monotonic()
         classes = cluster_answers([pred, "7", pred])  # a pair not in the cache yet
         t_cluster = time.monotonic() - t
-        hostile_rows.append({"item": name, "chars": len(response), "score": score, "compute_score_s": t_score,
-                             "cluster_s": t_cluster, "classes": max(classes) + 1,
-                             "within_2s": t_score <= BOUND_S and t_cluster <= BOUND_S})
+        hostile_rows.append(
+            {
+                "item": name,
+                "chars": len(response),
+                "score": score,
+                "compute_score_s": t_score,
+                "cluster_s": t_cluster,
+                "classes": max(classes) + 1,
+                "within_2s": t_score <= BOUND_S and t_cluster <= BOUND_S,
+            }
+        )
         eta.step(i + 1)
     results["hostile"] = hostile_rows
     results["hostile_max_s"] = max(max(r["compute_score_s"], r["cluster_s"]) for r in hostile_rows)
     results["hostile_all_within_2s"] = all(r["within_2s"] for r in hostile_rows)
     results["wall_s"] = time.monotonic() - t0
 
-    print(f"\nAnswer throughput, {n_prompts} prompts x 16 samples per method, {os.cpu_count()} cores, "
-          f"{answers.MAX_WORKERS} verify worker(s)")
+    print(
+        f"\nAnswer throughput, {n_prompts} prompts x 16 samples per method, {os.cpu_count()} cores, "
+        f"{answers.MAX_WORKERS} verify worker(s)"
+    )
     print(C.table(rows, ["method", "answers", "seconds", "answers/s", "prompts/s", "mean score", "mean classes"]))
-    print(f"batched == sequential scores: {results['batched_equals_sequential']}; "
-          f"batched == per-pair clusters: {results['batched_clusters_equal_per_pair']}")
+    print(
+        f"batched == sequential scores: {results['batched_equals_sequential']}; "
+        f"batched == per-pair clusters: {results['batched_clusters_equal_per_pair']}"
+    )
     print(f"\nLabelled corpus ({len(labelled)} responses, tests/data/labelled_answers.py): agreement with the labels")
     print(C.table(acc["scorers"], ["scorer", "items", "accuracy", "false positives", "false negatives", "answers/s"]))
     fcols = ["group", "items"] + [f"{n.split(' (')[0]} {m}" for n in SCORERS for m in ("acc", "FP")]

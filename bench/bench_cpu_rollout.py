@@ -64,9 +64,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from transformers import GenerationConfig
+    from verl.workers.config import HFModelConfig, RolloutConfig
 
     from entropy_rl.cpu.rollout import HFRolloutServer
-    from verl.workers.config import HFModelConfig, RolloutConfig
 
     tmp = tempfile.mkdtemp(prefix="bench_hf_rollout_")
     tok, model = build(tmp, args.vocab)
@@ -95,8 +95,14 @@ def main() -> None:
         ids[i, width - len(r) :] = torch.tensor(r)
         mask[i, width - len(r) :] = 1
     gen_cfg = GenerationConfig(
-        do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=NEW_TOKENS,
-        pad_token_id=tok.pad_token_id, eos_token_id=None, bos_token_id=None,
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=NEW_TOKENS,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=None,
+        bos_token_id=None,
     )
     direct_model = server.model
 
@@ -108,8 +114,15 @@ def main() -> None:
         return time.perf_counter() - t0
 
     async def served(logprobs: bool, burst_gap_s: float = 0.0) -> tuple[float, float, list[int]]:
-        params = dict(temperature=1.0, top_k=-1, top_p=1.0, repetition_penalty=1.0, logprobs=logprobs,
-                      max_tokens=NEW_TOKENS, ignore_eos=True)
+        params = dict(
+            temperature=1.0,
+            top_k=-1,
+            top_p=1.0,
+            repetition_penalty=1.0,
+            logprobs=logprobs,
+            max_tokens=NEW_TOKENS,
+            ignore_eos=True,
+        )
         await server.get_stats()  # barrier: the previous decode has returned
         d0, p0 = server.decoder.decode_seconds, len(server.decoder.prefill_sizes)
         t0 = time.perf_counter()
@@ -127,8 +140,16 @@ def main() -> None:
     async def run():
         direct()  # warm-up both paths
         await served(True)
-        res = {"direct": [], "served_lp": [], "decode_lp": [], "served": [], "decode": [], "batches": [],
-               "bursty": [], "bursty_prefills": []}
+        res = {
+            "direct": [],
+            "served_lp": [],
+            "decode_lp": [],
+            "served": [],
+            "decode": [],
+            "batches": [],
+            "bursty": [],
+            "bursty_prefills": [],
+        }
         for _ in range(args.repeats):
             res["direct"].append(direct())
             wall, dec, nb = await served(True)
@@ -141,10 +162,14 @@ def main() -> None:
 
     res = asyncio.run(run())
     med = {k: statistics.median(v) for k, v in res.items() if "batches" not in k and "prefills" not in k}
-    print(f"model: Qwen2 hidden 256 x 4 layers, vocab {args.vocab}, {n_params / 1e6:.2f}M parameters; "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"shape: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens; prompt lengths "
-          f"{min(map(len, prompts))}-{max(map(len, prompts))}; median of {args.repeats}")
+    print(
+        f"model: Qwen2 hidden 256 x 4 layers, vocab {args.vocab}, {n_params / 1e6:.2f}M parameters; "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"shape: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens; prompt lengths "
+        f"{min(map(len, prompts))}-{max(map(len, prompts))}; median of {args.repeats}"
+    )
     print(f"prefill sizes per round (want [128]: one batch): {res['batches']}")
     print(f"{'direct model.generate (128 sequences)':<48}: {med['direct']:.3f} s")
     for key, what in [

@@ -50,11 +50,21 @@ def verl_gen_times(data_root: str, steps: int) -> tuple[list[float], dict]:
     metrics = os.path.join(data_root, "metrics.jsonl")
     env = {**os.environ, "ENTROPY_RL_DATA": data_root, "VERL_FILE_LOGGER_PATH": metrics, "PYTHONPATH": ROOT}
     cmd = [
-        sys.executable, "-m", "recipe.sent.main", "backend=cpu", "method=grpo",
-        f"trainer.total_training_steps={steps}", "trainer.val_before_train=false", "trainer.test_freq=-1",
-        "trainer.save_freq=-1", f"trainer.default_local_dir={data_root}/ckpt", f"hydra.run.dir={data_root}/hydra",
-        f"data.train_batch_size={PROMPTS}", f"actor_rollout_ref.rollout.n={SAMPLES}",
-        f"data.max_response_length={NEW_TOKENS}", "actor_rollout_ref.rollout.ignore_eos=true",
+        sys.executable,
+        "-m",
+        "recipe.sent.main",
+        "backend=cpu",
+        "method=grpo",
+        f"trainer.total_training_steps={steps}",
+        "trainer.val_before_train=false",
+        "trainer.test_freq=-1",
+        "trainer.save_freq=-1",
+        f"trainer.default_local_dir={data_root}/ckpt",
+        f"hydra.run.dir={data_root}/hydra",
+        f"data.train_batch_size={PROMPTS}",
+        f"actor_rollout_ref.rollout.n={SAMPLES}",
+        f"data.max_response_length={NEW_TOKENS}",
+        "actor_rollout_ref.rollout.ignore_eos=true",
         "actor_rollout_ref.actor.use_kl_loss=false",
     ]
     t0 = time.time()
@@ -85,8 +95,16 @@ def direct_generate(model_dir: str, repeats: int) -> list[float]:
     for _ in range(repeats):
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=True,
-                                 top_k=0, top_p=1.0, temperature=1.0, pad_token_id=tok.pad_token_id)
+            out = model.generate(
+                **enc,
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                do_sample=True,
+                top_k=0,
+                top_p=1.0,
+                temperature=1.0,
+                pad_token_id=tok.pad_token_id,
+            )
         times.append(time.perf_counter() - t0)
         assert out.shape[1] - enc["input_ids"].shape[1] == NEW_TOKENS
     return times
@@ -102,12 +120,16 @@ def main() -> None:
         gen, info = verl_gen_times(root, a.steps)
         direct = direct_generate(os.path.join(out, "model"), a.repeats)
     g, d = statistics.median(gen), statistics.median(direct)
-    print(f"shape: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} tokens "
-          f"(mean response length in the run {info['response_length_mean']:.1f})")
+    print(
+        f"shape: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} tokens "
+        f"(mean response length in the run {info['response_length_mean']:.1f})"
+    )
     print(f"veRL timing_s/gen, steps 2..{a.steps}: {[round(x, 3) for x in gen]}  median {g:.3f} s")
     print(f"direct batched generate x{a.repeats}: {[round(x, 3) for x in direct]}  median {d:.3f} s")
     print(f"ratio veRL gen / direct generate: {g / d:.2f}x (target <= 2.5x)")
-    print(f"per step (s): {info['step_s']}; update_actor (s): {info['update_actor_s']}; run wall {info['wall_s']:.0f} s")
+    print(
+        f"per step (s): {info['step_s']}; update_actor (s): {info['update_actor_s']}; run wall {info['wall_s']:.0f} s"
+    )
 
 
 if __name__ == "__main__":

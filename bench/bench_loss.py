@@ -34,11 +34,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as C  # noqa: E402
 import torch  # noqa: E402
+from verl.trainer.ppo.core_algos import get_policy_loss_fn  # noqa: E402
+from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
 
 from entropy_rl.losses import SentKLConfig, compute_policy_loss, select_tokens  # noqa: E402
 from recipe.sent.hooks import sent_config  # noqa: E402
-from verl.trainer.ppo.core_algos import get_policy_loss_fn  # noqa: E402
-from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
 
 # (B, T, repeats on CPU, repeats on GPU); the largest shape has fewer CPU repeats (each call
 # of the slowest variant takes ~50 ms on one core).
@@ -94,7 +94,11 @@ def build_variants(batch: dict, device: str) -> tuple[dict, dict]:
         actor.global_batch_info.update(gbi)
         mode = actor.policy_loss.loss_mode
         loss_fn = get_policy_loss_fn(mode)
-        info[mode] = {"preset": method, "clip_ratio_low": actor.clip_ratio_low, "clip_ratio_high": actor.clip_ratio_high}
+        info[mode] = {
+            "preset": method,
+            "clip_ratio_low": actor.clip_ratio_low,
+            "clip_ratio_high": actor.clip_ratio_high,
+        }
 
         def run():
             loss, _ = loss_fn(old, logp, adv, mask, actor.loss_agg_mode, actor, None)
@@ -118,9 +122,19 @@ def build_variants(batch: dict, device: str) -> tuple[dict, dict]:
         lo = actor.clip_ratio_low if actor.clip_ratio_low is not None else actor.clip_ratio
         hi = actor.clip_ratio_high if actor.clip_ratio_high is not None else actor.clip_ratio
         loss, _ = compute_policy_loss(
-            old, logp, adv, mask, sent, token_set=token_set, entropy=ent if entropy_coef is not None else None,
-            entropy_coef=entropy_coef, clip_ratio_low=lo, clip_ratio_high=hi,
-            clip_ratio_c=actor.get("clip_ratio_c", 3.0), loss_agg_mode=actor.loss_agg_mode, global_batch_info=gbi,
+            old,
+            logp,
+            adv,
+            mask,
+            sent,
+            token_set=token_set,
+            entropy=ent if entropy_coef is not None else None,
+            entropy_coef=entropy_coef,
+            clip_ratio_low=lo,
+            clip_ratio_high=hi,
+            clip_ratio_c=actor.get("clip_ratio_c", 3.0),
+            loss_agg_mode=actor.loss_agg_mode,
+            global_batch_info=gbi,
         )
         torch.autograd.grad(loss, list(grads))
 
@@ -132,8 +146,9 @@ def build_variants(batch: dict, device: str) -> tuple[dict, dict]:
 
     # SENT, in-loss selection per micro-batch (the release's placement), release and paper mode
     for mode in ("release", "paper"):
-        _, sent_m, actor_m = ours("sent_token_only", "entropy_rl.token_kl.selection=micro",
-                                  f"entropy_rl.token_kl.mode={mode}")
+        _, sent_m, actor_m = ours(
+            "sent_token_only", "entropy_rl.token_kl.selection=micro", f"entropy_rl.token_kl.mode={mode}"
+        )
 
         def micro(sent_m=sent_m, actor_m=actor_m):
             ts = select_tokens(ent, logp, adv, mask, sent_m)
@@ -178,8 +193,9 @@ def gpu_checks(device: str) -> dict:
 
     def step():
         ts = select_tokens(ent, logp, adv, mask, sent)
-        loss, metrics = compute_policy_loss(old, logp, adv, mask, sent, token_set=ts, entropy=ent,
-                                            entropy_coef=ecoef, global_batch_info=gbi)
+        loss, metrics = compute_policy_loss(
+            old, logp, adv, mask, sent, token_set=ts, entropy=ent, entropy_coef=ecoef, global_batch_info=gbi
+        )
         loss.backward()
         return loss, metrics
 
@@ -251,17 +267,37 @@ def main() -> None:
             target = TARGETS.get(name)
             st["target"] = target
             st["meets_target"] = None if target is None else st["ratio_to_vanilla"] <= target
-        results["shapes"].append({"B": B, "T": T, "tokens": B * T, "valid_tokens": int(batch["response_mask"].sum()),
-                                  "warmup": warmup, "variants": stats, "info": info})
+        results["shapes"].append(
+            {
+                "B": B,
+                "T": T,
+                "tokens": B * T,
+                "valid_tokens": int(batch["response_mask"].sum()),
+                "warmup": warmup,
+                "variants": stats,
+                "info": info,
+            }
+        )
         for name, st in stats.items():
-            rows.append({"shape": f"{B}x{T}", "variant": name, "median_ms": st["median_s"] * 1e3,
-                         "p10_ms": st["p10_s"] * 1e3, "p90_ms": st["p90_s"] * 1e3, "x vanilla": st["ratio_to_vanilla"],
-                         "target": st["target"], "met": st["meets_target"]})
+            rows.append(
+                {
+                    "shape": f"{B}x{T}",
+                    "variant": name,
+                    "median_ms": st["median_s"] * 1e3,
+                    "p10_ms": st["p10_s"] * 1e3,
+                    "p90_ms": st["p90_s"] * 1e3,
+                    "x vanilla": st["ratio_to_vanilla"],
+                    "target": st["target"],
+                    "met": st["meets_target"],
+                }
+            )
     results["gpu_checks"] = gpu_checks(device)
     results["wall_s"] = time.monotonic() - t_start
 
-    print(f"\nLoss forward+backward on {device} ({results['machine'].get('gpu', 'CPU')}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"\nLoss forward+backward on {device} ({results['machine'].get('gpu', 'CPU')}), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(C.table(rows, ["shape", "variant", "median_ms", "p10_ms", "p90_ms", "x vanilla", "target", "met"]))
     print()
     print(C.table([{"check": k, "result": v} for k, v in results["gpu_checks"].items()], ["check", "result"]))

@@ -40,12 +40,22 @@ def run_once(data: str, work: str, rollout: str, steps: int, tokens: int) -> dic
     env = {**os.environ, "ENTROPY_RL_DATA": data, "VERL_FILE_LOGGER_PATH": metrics, "PYTHONPATH": ROOT}
     env.pop("VERL_PLATFORM", None)
     cmd = [
-        sys.executable, "-m", "recipe.sent.main", f"backend={ROLLOUTS[rollout]}", "method=grpo",
+        sys.executable,
+        "-m",
+        "recipe.sent.main",
+        f"backend={ROLLOUTS[rollout]}",
+        "method=grpo",
         f"actor_rollout_ref.model.path={os.path.join(data, 'cpu_demo', demo.VLLM_MODEL['dir'])}",
-        f"trainer.total_training_steps={steps}", "trainer.val_before_train=false", "trainer.test_freq=-1",
-        "trainer.save_freq=-1", f"trainer.default_local_dir={work}/{rollout}-ckpt", f"hydra.run.dir={work}/{rollout}-hydra",
-        f"data.train_batch_size={PROMPTS}", f"actor_rollout_ref.rollout.n={SAMPLES}",
-        f"data.max_response_length={tokens}", "actor_rollout_ref.rollout.ignore_eos=true",
+        f"trainer.total_training_steps={steps}",
+        "trainer.val_before_train=false",
+        "trainer.test_freq=-1",
+        "trainer.save_freq=-1",
+        f"trainer.default_local_dir={work}/{rollout}-ckpt",
+        f"hydra.run.dir={work}/{rollout}-hydra",
+        f"data.train_batch_size={PROMPTS}",
+        f"actor_rollout_ref.rollout.n={SAMPLES}",
+        f"data.max_response_length={tokens}",
+        "actor_rollout_ref.rollout.ignore_eos=true",
     ]
     t0 = time.time()
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
@@ -64,10 +74,14 @@ def run_once(data: str, work: str, rollout: str, steps: int, tokens: int) -> dic
         return statistics.median(m[key] for m in later)
 
     return {
-        "rollout": rollout, "backend": ROLLOUTS[rollout], "steps": len(per_step), "wall_s": round(wall, 1),
+        "rollout": rollout,
+        "backend": ROLLOUTS[rollout],
+        "steps": len(per_step),
+        "wall_s": round(wall, 1),
         "to_end_of_step_1_s": round(wall - (step_sum - per_step[1]["timing_s/step"]), 1),
         "step1_gen_s": round(per_step[1]["timing_s/gen"], 2),
-        "gen_s": round(med("timing_s/gen"), 2), "update_weights_s": round(med("timing_s/update_weights"), 3),
+        "gen_s": round(med("timing_s/gen"), 2),
+        "update_weights_s": round(med("timing_s/update_weights"), 3),
         "step_s": round(med("timing_s/step"), 2),
         "gen_tokens_per_s": round(PROMPTS * SAMPLES * tokens / med("timing_s/gen"), 0),
         "rollout_probs_diff_max": max(m["training/rollout_probs_diff_max"] for m in per_step.values()),
@@ -89,18 +103,39 @@ def main(argv: list[str] | None = None) -> None:
         for i, rollout in enumerate(ROLLOUTS):
             el = time.time() - t0
             eta = f", ETA ~{el / i * (len(ROLLOUTS) - i):.0f} s" if i else ""
-            print(f"[bench] {i + 1}/{len(ROLLOUTS)}: {rollout} rollout, {steps} steps (elapsed {el:.0f} s{eta})", flush=True)
+            print(
+                f"[bench] {i + 1}/{len(ROLLOUTS)}: {rollout} rollout, {steps} steps (elapsed {el:.0f} s{eta})",
+                flush=True,
+            )
             rows.append(run_once(tmp, tmp, rollout, steps, a.tokens))
-    cols = ("rollout", "to_end_of_step_1_s", "step1_gen_s", "gen_s", "update_weights_s", "step_s", "gen_tokens_per_s",
-            "rollout_probs_diff_max")
+    cols = (
+        "rollout",
+        "to_end_of_step_1_s",
+        "step1_gen_s",
+        "gen_s",
+        "update_weights_s",
+        "step_s",
+        "gen_tokens_per_s",
+        "rollout_probs_diff_max",
+    )
     print(" | ".join(cols))
     for r in rows:
         print(" | ".join(str(r[c]) for c in cols))
     hf, vl = rows
-    print(f"vllm / hf: generation {vl['gen_s'] / hf['gen_s']:.2f}x, step {vl['step_s'] / hf['step_s']:.2f}x, "
-          f"start-up to end of step 1 {vl['to_end_of_step_1_s'] / hf['to_end_of_step_1_s']:.2f}x")
-    doc = {"bench": "bench_rollouts", "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-           "cpus": os.cpu_count(), "prompts": PROMPTS, "samples": SAMPLES, "tokens": a.tokens, "rows": rows}
+    print(
+        f"vllm / hf: generation {vl['gen_s'] / hf['gen_s']:.2f}x, step {vl['step_s'] / hf['step_s']:.2f}x, "
+        f"start-up to end of step 1 {vl['to_end_of_step_1_s'] / hf['to_end_of_step_1_s']:.2f}x"
+    )
+    doc = {
+        "bench": "bench_rollouts",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "prompts": PROMPTS,
+        "samples": SAMPLES,
+        "tokens": a.tokens,
+        "rows": rows,
+    }
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(doc, f, indent=1)

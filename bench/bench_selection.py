@@ -140,8 +140,16 @@ def measure(rows: int, T: int, mode: str, impl: str, repeats: int, device: str, 
     out = fn(*args)  # warm-up (and the result checked against the reference)
     C.sync(device)
     times = [C.time_once(lambda: fn(*args), device) for _ in range(repeats)]
-    res = {"rows": rows, "T": T, "tokens": rows * T, "valid_tokens": int(batch["response_mask"].sum()),
-           "mode": mode, "impl": impl, "device": device, **C.summarize(times)}
+    res = {
+        "rows": rows,
+        "T": T,
+        "tokens": rows * T,
+        "valid_tokens": int(batch["response_mask"].sum()),
+        "mode": mode,
+        "impl": impl,
+        "device": device,
+        **C.summarize(times),
+    }
     if gpu:
         res["peak_extra_bytes"] = torch.cuda.max_memory_allocated() - base
         res["memory_source"] = "torch.cuda.max_memory_allocated above the inputs"
@@ -156,8 +164,14 @@ def measure(rows: int, T: int, mode: str, impl: str, repeats: int, device: str, 
 def run_child(rows, T, mode, impl, repeats, device, threads) -> tuple[dict, str]:
     fd, path = tempfile.mkstemp(suffix=".npy", prefix="sel_")
     os.close(fd)
-    cmd = [sys.executable, os.path.abspath(__file__), "--threads", str(threads), "--child",
-           json.dumps([rows, T, mode, impl, repeats, device, path])]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--threads",
+        str(threads),
+        "--child",
+        json.dumps([rows, T, mode, impl, repeats, device, path]),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         raise RuntimeError(f"child failed: {r.stderr[-2000:]}")
@@ -194,21 +208,48 @@ def main() -> None:
             batch = C.make_batch(rows, T, seed=7)
             want = reference_sets(batch, MODES[mode])
             res["mismatched_tokens_vs_float64_reference"] = int((got != want).sum())
-            res["set_sizes"] = {name: int((got == v).sum()) for name, v in
-                                (("low", TOKEN_LOW), ("low_cov", TOKEN_LOW_COV), ("high_cov", TOKEN_HIGH_COV))}
+            res["set_sizes"] = {
+                name: int((got == v).sum())
+                for name, v in (("low", TOKEN_LOW), ("low_cov", TOKEN_LOW_COV), ("high_cov", TOKEN_HIGH_COV))
+            }
             res["reference_s"] = time.monotonic() - t0
         os.unlink(path)
         results["runs"].append(res)
-        rows_out.append({"batch": f"{rows}x{T}", "mode": mode, "impl": impl, "valid_tokens": res["valid_tokens"],
-                         "median_s": res["median_s"], "repeats": res["repeats"],
-                         "peak_extra_MB": res["peak_extra_bytes"] / 2**20, "inputs_MB": res["input_bytes"] / 2**20,
-                         "= float64 ref": None if impl != "ours" else res["mismatched_tokens_vs_float64_reference"] == 0})
+        rows_out.append(
+            {
+                "batch": f"{rows}x{T}",
+                "mode": mode,
+                "impl": impl,
+                "valid_tokens": res["valid_tokens"],
+                "median_s": res["median_s"],
+                "repeats": res["repeats"],
+                "peak_extra_MB": res["peak_extra_bytes"] / 2**20,
+                "inputs_MB": res["input_bytes"] / 2**20,
+                "= float64 ref": None if impl != "ours" else res["mismatched_tokens_vs_float64_reference"] == 0,
+            }
+        )
         eta.step(n + 1)
     dev = results["machine"].get("gpu", "CPU")
-    print(f"\nBatch-wide SENT selection on {args.device} ({dev}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    print(C.table(rows_out, ["batch", "mode", "impl", "valid_tokens", "median_s", "repeats", "peak_extra_MB",
-                             "inputs_MB", "= float64 ref"]))
+    print(
+        f"\nBatch-wide SENT selection on {args.device} ({dev}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        C.table(
+            rows_out,
+            [
+                "batch",
+                "mode",
+                "impl",
+                "valid_tokens",
+                "median_s",
+                "repeats",
+                "peak_extra_MB",
+                "inputs_MB",
+                "= float64 ref",
+            ],
+        )
+    )
     if not args.device.startswith("cuda"):
         results["gpu"] = C.SKIPPED_NO_CUDA
         print(f"\nGPU: {C.SKIPPED_NO_CUDA} (run with --device cuda on a GPU machine)")

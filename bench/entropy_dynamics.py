@@ -33,7 +33,8 @@ with HF weights, ``result.json``):
 - wall time.
 
 Writes ``<out>/report/`` (``python -m entropy_rl.report`` figures for all runs side by side,
-plus ``presets.png``: each preset's mean and min-max over seeds) and the JSON (``bench/results/entropy_dynamics.json`` for the
+plus ``presets.png``: each preset's mean and min-max over seeds) and the JSON
+(``bench/results/entropy_dynamics.json`` for the
 default output directory, else ``<out>/entropy_dynamics.json``); the follow-up grids write
 ``report_<grid>/`` and ``entropy_dynamics_<grid>.json``. Finished runs are reused (their
 ``result.json``), so an interrupted grid continues where it stopped and grids share the runs
@@ -72,24 +73,80 @@ ALL_PRESETS = ("grpo", "entropy_bonus", "kl_cov", "clip_higher", "sent", "aer", 
 # pilot, on GRPO alone, before any regularised run (docs/science.md).
 LR = "actor_rollout_ref.actor.optim.lr=1e-3"
 GRIDS: dict[str, dict[str, Any]] = {
-    "quick": dict(presets=("grpo", "aer"), seeds=(0,), steps=3, sft_steps=150, n_train=48, n_test=64,
-                  eval_prompts=16, eval_samples=4, overrides=(LR,)),
-    "reduced": dict(presets=("grpo", "sent", "aer", "sent_aer"), seeds=(0, 1, 2), steps=30, sft_steps=1000,
-                    n_train=256, n_test=256, eval_prompts=128, eval_samples=8, overrides=(LR,)),
-    "full": dict(presets=ALL_PRESETS, seeds=(0, 1, 2), steps=30, sft_steps=1000,
-                 n_train=256, n_test=256, eval_prompts=128, eval_samples=8, overrides=(LR,)),
+    "quick": dict(
+        presets=("grpo", "aer"),
+        seeds=(0,),
+        steps=3,
+        sft_steps=150,
+        n_train=48,
+        n_test=64,
+        eval_prompts=16,
+        eval_samples=4,
+        overrides=(LR,),
+    ),
+    "reduced": dict(
+        presets=("grpo", "sent", "aer", "sent_aer"),
+        seeds=(0, 1, 2),
+        steps=30,
+        sft_steps=1000,
+        n_train=256,
+        n_test=256,
+        eval_prompts=128,
+        eval_samples=8,
+        overrides=(LR,),
+    ),
+    "full": dict(
+        presets=ALL_PRESETS,
+        seeds=(0, 1, 2),
+        steps=30,
+        sft_steps=1000,
+        n_train=256,
+        n_test=256,
+        eval_prompts=128,
+        eval_samples=8,
+        overrides=(LR,),
+    ),
     # follow-ups to the full grid, same task, warm start and settings, own report and JSON:
     # does AER's controller hold H* once it has had time to act (it engages at steps 19-26 of 30)?
-    "long": dict(presets=("grpo", "aer"), seeds=(0,), steps=150, sft_steps=1000, n_train=256, n_test=256,
-                 eval_prompts=128, eval_samples=8, overrides=(LR,), tag="long"),
+    "long": dict(
+        presets=("grpo", "aer"),
+        seeds=(0,),
+        steps=150,
+        sft_steps=1000,
+        n_train=256,
+        n_test=256,
+        eval_prompts=128,
+        eval_samples=8,
+        overrides=(LR,),
+        tag="long",
+    ),
     # which half of SENT moves entropy and accuracy: the token-level KL-Cov term or the curriculum
-    "sent_ablation": dict(presets=("sent", "sent_token_only", "sent_curriculum_only", "grpo"), seeds=(0, 1, 2),
-                          steps=30, sft_steps=1000, n_train=256, n_test=256, eval_prompts=128, eval_samples=8,
-                          overrides=(LR,), tag="sent_ablation"),
+    "sent_ablation": dict(
+        presets=("sent", "sent_token_only", "sent_curriculum_only", "grpo"),
+        seeds=(0, 1, 2),
+        steps=30,
+        sft_steps=1000,
+        n_train=256,
+        n_test=256,
+        eval_prompts=128,
+        eval_samples=8,
+        overrides=(LR,),
+        tag="sent_ablation",
+    ),
     # does the scale-free controller hold H* where the per-nat rule overshoots? Fresh seeds only:
     # the controller was designed on the closed-loop test plants and seeds 0-2
-    "controller": dict(presets=("grpo", "aer_pi_nat", "aer_relative"), seeds=(3, 4, 5), steps=150, sft_steps=1000,
-                       n_train=256, n_test=256, eval_prompts=128, eval_samples=8, overrides=(LR,), tag="controller"),
+    "controller": dict(
+        presets=("grpo", "aer_pi_nat", "aer_relative"),
+        seeds=(3, 4, 5),
+        steps=150,
+        sft_steps=1000,
+        n_train=256,
+        n_test=256,
+        eval_prompts=128,
+        eval_samples=8,
+        overrides=(LR,),
+        tag="controller",
+    ),
 }
 STANDARD_STEPS = 30  # a run of another length gets its own folder: <preset>-s<seed>-<steps>steps
 RHO, ANCHOR_STEPS = 0.6, 2  # AER's ρ and the CPU backend's anchor_steps: the reference H* of non-AER runs
@@ -99,24 +156,38 @@ _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
 
 # ------------------------------------------------------------------------------------ runs
 
+
 def run_training(data: str, work: str, preset: str, seed: int, steps: int, extra: list[str]) -> tuple[int, float, str]:
     """One ``recipe.sent.main`` process; returns (return code, wall seconds, output log path)."""
     os.makedirs(work, exist_ok=True)
     mid = max(1, steps // 2)
-    env = {**os.environ, "ENTROPY_RL_DATA": data, "VERL_FILE_LOGGER_PATH": os.path.join(work, "metrics.jsonl"),
-           "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "RAY_DEDUP_LOGS": "0"}
+    env = {
+        **os.environ,
+        "ENTROPY_RL_DATA": data,
+        "VERL_FILE_LOGGER_PATH": os.path.join(work, "metrics.jsonl"),
+        "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "RAY_DEDUP_LOGS": "0",
+    }
     env.pop("VERL_PLATFORM", None)
     cmd = [
-        sys.executable, "-m", "recipe.sent.main", "backend=cpu", f"method={preset}",
+        sys.executable,
+        "-m",
+        "recipe.sent.main",
+        "backend=cpu",
+        f"method={preset}",
         f"trainer.default_local_dir={os.path.join(work, 'ckpt')}",
         f"hydra.run.dir={os.path.join(work, 'hydra')}",
         f"entropy_rl.scoring.cache_dir={os.path.join(work, 'score_cache')}",
-        "trainer.val_before_train=false", "trainer.test_freq=-1",
-        f"trainer.total_training_steps={steps}", f"trainer.save_freq={mid}",
+        "trainer.val_before_train=false",
+        "trainer.test_freq=-1",
+        f"trainer.total_training_steps={steps}",
+        f"trainer.save_freq={mid}",
         # full HF weights beside the FSDP shards: the held-out evaluation loads them
         "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
         # a seed moves the data order, the scoring pass and every rollout sample
-        f"data.seed={1 + seed}", f"actor_rollout_ref.rollout.seed={42 + seed}", f"entropy_rl.scoring.seed={1 + seed}",
+        f"data.seed={1 + seed}",
+        f"actor_rollout_ref.rollout.seed={42 + seed}",
+        f"entropy_rl.scoring.seed={1 + seed}",
         f"trainer.experiment_name={preset}-s{seed}",
         *extra,
     ]
@@ -145,7 +216,7 @@ def window_mean(ser: list[tuple[int, float]], center: int) -> float:
     """Mean over the WINDOW steps around ``center`` (clamped to the run)."""
     n = len(ser)
     lo = min(max(0, center - WINDOW // 2), max(0, n - WINDOW))
-    vals = [v for _, v in ser[lo:lo + WINDOW]]
+    vals = [v for _, v in ser[lo : lo + WINDOW]]
     return sum(vals) / len(vals)
 
 
@@ -201,6 +272,7 @@ def holding(steps: dict[int, dict[str, float]], alpha_max: float) -> dict[str, A
 
 
 # ------------------------------------------------------------------------------------ evaluation
+
 
 def heldout_rows(data_dir: str, n: int) -> list[dict]:
     import pandas as pd
@@ -279,8 +351,18 @@ def evaluate(model_dir: str, rows: list[dict], n_samples: int, seed: int = 1234,
 
         torch.manual_seed(seed)
         enc_n = {k: v.repeat_interleave(n_samples, 0) for k, v in enc.items()}
-        gen = model.generate(**enc_n, max_new_tokens=max_new, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                             pad_token_id=pad, eos_token_id=eos, output_logits=True, return_dict_in_generate=True)
+        gen = model.generate(
+            **enc_n,
+            max_new_tokens=max_new,
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            temperature=1.0,
+            pad_token_id=pad,
+            eos_token_id=eos,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
         seq = gen.sequences[:, plen:]
         logits = torch.stack(gen.logits, 1)  # [B*n, T, V], raw logits at temperature 1
         ended = torch.cat([torch.zeros(seq.shape[0], 1, dtype=torch.bool), (seq == eos).cumsum(1)[:, :-1] > 0], 1)
@@ -329,6 +411,7 @@ def interval(vals: list[float]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ figures
 
+
 def preset_figure(results: list[dict], start: dict, metrics: dict[str, dict[int, dict[str, float]]], path: str) -> None:
     """One colour per preset, the line the mean over its seeds and the band their min-max:
     training-batch entropy per step, and the held-out decision entropy, token entropy and
@@ -358,8 +441,12 @@ def preset_figure(results: list[dict], start: dict, metrics: dict[str, dict[int,
             xs = [0, rs[0]["heldout"]["middle"]["step"], rs[0]["heldout"]["end"]["step"]]
             vals = [[start[key]] * len(rs)] + [[r["heldout"][lab][key] for r in rs] for lab in ("middle", "end")]
             band(ax, xs, vals, color, label)
-    titles = ("training batch: mean token entropy (nats)", "held-out: decision entropy H(first 2 tokens)",
-              "held-out: mean token entropy of samples", "held-out: greedy avg@1")
+    titles = (
+        "training batch: mean token entropy (nats)",
+        "held-out: decision entropy H(first 2 tokens)",
+        "held-out: mean token entropy of samples",
+        "held-out: greedy avg@1",
+    )
     for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
@@ -388,54 +475,83 @@ def markdown_tables(results: list[dict], start: dict, summary: dict) -> str:
         lo_hi = f" [{fmt.format(iv['ci95'][0])}, {fmt.format(iv['ci95'][1])}]" if iv.get("ci95") else ""
         return fmt.format(iv["mean"]) + lo_hi
 
-    lines = ["| run | H̄ train start / mid / end | steps to ½ | \\|H − H*\\| 2nd half | H_dec held-out 0 / mid / end "
-             "| H_tok held-out end | greedy avg@1 end [95% CI] | pass@8 end | reward start→end | α end | wall s |",
-             "|---" * 11 + "|"]
+    lines = [
+        "| run | H̄ train start / mid / end | steps to ½ | \\|H − H*\\| 2nd half | H_dec held-out 0 / mid / end "
+        "| H_tok held-out end | greedy avg@1 end [95% CI] | pass@8 end | reward start→end | α end | wall s |",
+        "|---" * 11 + "|",
+    ]
     for r in results:
         h, mid, end = r["mean_entropy"], r["heldout"]["middle"], r["heldout"]["end"]
         ref = "" if r["tracking_target"] == "aer/target_entropy" else " (ref.)"
         rew = r.get("train_reward") or {}
         alpha = "–" if r["aer_alpha_end"] is None else f"{r['aer_alpha_end']:.4f}"
         lines.append(
-            f"| {r['run']} | {f3(h['start'])} / {f3(h['middle'])} / {f3(h['end'])} | {r['steps_to_half_entropy'] or '–'} "
-            f"| {r['tracking_error_2nd_half']:.4f}{ref} | {start['decision_entropy']:.3f} / {mid['decision_entropy']:.3f} / "
+            f"| {r['run']} | {f3(h['start'])} / {f3(h['middle'])} / {f3(h['end'])} "
+            f"| {r['steps_to_half_entropy'] or '–'} "
+            f"| {r['tracking_error_2nd_half']:.4f}{ref} "
+            f"| {start['decision_entropy']:.3f} / {mid['decision_entropy']:.3f} / "
             f"{end['decision_entropy']:.3f} | {end['sampled_token_entropy']:.3f} | {end['greedy_avg_at_1']:.3f} "
-            f"[{end['greedy_ci95'][0]:.2f}, {end['greedy_ci95'][1]:.2f}] | {end['pass_at_k'].get('8', float('nan')):.3f} "
+            f"[{end['greedy_ci95'][0]:.2f}, {end['greedy_ci95'][1]:.2f}] "
+            f"| {end['pass_at_k'].get('8', float('nan')):.3f} "
             f"| {rew.get('start', float('nan')):.2f}→{rew.get('end', float('nan')):.2f} "
-            f"| {alpha} | {r['wall_s']:.0f} |")
-    lines += ["", "| preset | seeds | H̄ train end | H_dec held-out end | greedy avg@1 end | pass@8 end "
-              "| \\|H − H*\\| 2nd half |", "|---" * 7 + "|"]
+            f"| {alpha} | {r['wall_s']:.0f} |"
+        )
+    lines += [
+        "",
+        "| preset | seeds | H̄ train end | H_dec held-out end | greedy avg@1 end | pass@8 end | \\|H − H*\\| 2nd half |",
+        "|---" * 7 + "|",
+    ]
     for preset, sm in summary.items():
-        lines.append(f"| {preset} | {len(sm['seeds'])} | {ci(sm['mean_entropy_end'])} | {ci(sm['decision_entropy_end'])} "
-                     f"| {ci(sm['greedy_avg_at_1_end'])} | {ci(sm['pass_at_8_end'])} "
-                     f"| {ci(sm['tracking_error_2nd_half'], '{:.4f}')} |")
-    lines += ["", "| run | mean \\|H − H*\\|/H* 2nd half | peak H/H* 2nd half | longest run of α at its cap |",
-              "|---" * 4 + "|"]
+        lines.append(
+            f"| {preset} | {len(sm['seeds'])} | {ci(sm['mean_entropy_end'])} | {ci(sm['decision_entropy_end'])} "
+            f"| {ci(sm['greedy_avg_at_1_end'])} | {ci(sm['pass_at_8_end'])} "
+            f"| {ci(sm['tracking_error_2nd_half'], '{:.4f}')} |"
+        )
+    lines += [
+        "",
+        "| run | mean \\|H − H*\\|/H* 2nd half | peak H/H* 2nd half | longest run of α at its cap |",
+        "|---" * 4 + "|",
+    ]
     for r in results:
         ref = "" if r["tracking_target"] == "aer/target_entropy" else " (ref.)"
-        lines.append(f"| {r['run']} | {r['relative_tracking_error_2nd_half']:.3f}{ref} "
-                     f"| {r['peak_entropy_over_target_2nd_half']:.2f} | {r['alpha_longest_run_at_cap']} |")
-    lines += ["", "| preset | seeds | mean \\|H − H*\\|/H* 2nd half | peak H/H* 2nd half | longest run at cap |",
-              "|---" * 5 + "|"]
+        lines.append(
+            f"| {r['run']} | {r['relative_tracking_error_2nd_half']:.3f}{ref} "
+            f"| {r['peak_entropy_over_target_2nd_half']:.2f} | {r['alpha_longest_run_at_cap']} |"
+        )
+    lines += [
+        "",
+        "| preset | seeds | mean \\|H − H*\\|/H* 2nd half | peak H/H* 2nd half | longest run at cap |",
+        "|---" * 5 + "|",
+    ]
     for preset, sm in summary.items():
-        lines.append(f"| {preset} | {len(sm['seeds'])} | {ci(sm['relative_tracking_error_2nd_half'])} "
-                     f"| {ci(sm['peak_entropy_over_target_2nd_half'], '{:.2f}')} "
-                     f"| {ci(sm['alpha_longest_run_at_cap'], '{:.1f}')} |")
+        lines.append(
+            f"| {preset} | {len(sm['seeds'])} | {ci(sm['relative_tracking_error_2nd_half'])} "
+            f"| {ci(sm['peak_entropy_over_target_2nd_half'], '{:.2f}')} "
+            f"| {ci(sm['alpha_longest_run_at_cap'], '{:.1f}')} |"
+        )
     paired = {p: sm["minus_grpo_paired"] for p, sm in summary.items() if "minus_grpo_paired" in sm}
     if paired:
-        lines += ["", "| preset − grpo, paired by seed | H̄ train end | H_dec held-out end | greedy avg@1 end | pass@8 end |",
-                  "|---" * 5 + "|"]
+        lines += [
+            "",
+            "| preset − grpo, paired by seed | H̄ train end | H_dec held-out end | greedy avg@1 end | pass@8 end |",
+            "|---" * 5 + "|",
+        ]
         for preset, d in paired.items():
-            lines.append(f"| {preset} (n = {d['greedy_avg_at_1_end']['n']}) | "
-                         + " | ".join(ci(d[k], "{:+.3f}") for k in END_VALUES) + " |")
+            lines.append(
+                f"| {preset} (n = {d['greedy_avg_at_1_end']['n']}) | "
+                + " | ".join(ci(d[k], "{:+.3f}") for k in END_VALUES)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------ main
 
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--grid", choices=sorted(GRIDS), default="reduced")
     ap.add_argument("--out", default=DEFAULT_OUT, help=f"runs, data and report (default {DEFAULT_OUT})")
     ap.add_argument("--presets", help="comma-separated presets (overrides the grid's)")
@@ -470,9 +586,12 @@ def main(argv: list[str] | None = None) -> int:
         start = evaluate(os.path.join(data, "cpu_demo", "model"), rows, g["eval_samples"])
         start["step"] = 0
         json.dump(start, open(start_path, "w"), indent=1)
-    print(f"[entropy-dynamics] warm start: {info['parameters']} parameters, held-out greedy "
-          f"{start['greedy_avg_at_1']:.2f}, sampled {start['sampled_avg_at_1']:.2f}, decision entropy "
-          f"{start['decision_entropy']:.3f}, token entropy {start['sampled_token_entropy']:.3f}", flush=True)
+    print(
+        f"[entropy-dynamics] warm start: {info['parameters']} parameters, held-out greedy "
+        f"{start['greedy_avg_at_1']:.2f}, sampled {start['sampled_avg_at_1']:.2f}, decision entropy "
+        f"{start['decision_entropy']:.3f}, token entropy {start['sampled_token_entropy']:.3f}",
+        flush=True,
+    )
 
     # 2. RL runs
     jobs = [(p, s) for s in g["seeds"] for p in g["presets"]]
@@ -486,17 +605,22 @@ def main(argv: list[str] | None = None) -> int:
             res = json.load(open(res_path))
             if res.get("config") != config:
                 differ = [k for k in config if (res.get("config") or {}).get(k) != config[k]]
-                raise SystemExit(f"{res_path}: a finished run with another configuration ({', '.join(differ)}: "
-                                 f"{[(res.get('config') or {}).get(k) for k in differ]} here, {[config[k] for k in differ]} "
-                                 "asked); use another --out, or delete that folder to rerun it")
+                raise SystemExit(
+                    f"{res_path}: a finished run with another configuration ({', '.join(differ)}: "
+                    f"{[(res.get('config') or {}).get(k) for k in differ]} here, {[config[k] for k in differ]} "
+                    "asked); use another --out, or delete that folder to rerun it"
+                )
             results.append(res)
             print(f"[entropy-dynamics] {i + 1}/{len(jobs)} {name}: reused {res_path}", flush=True)
             continue
         if os.path.isdir(work):  # a run that did not finish: start it again
             shutil.rmtree(work)
         eta = (sum(fresh_secs) / len(fresh_secs) * (len(jobs) - i)) if fresh_secs else None
-        print(f"[entropy-dynamics] {i + 1}/{len(jobs)} {name}: {g['steps']} steps ... elapsed "
-              f"{time.time() - t_all:.0f}s" + (f", ETA {eta:.0f}s" if eta is not None else ""), flush=True)
+        print(
+            f"[entropy-dynamics] {i + 1}/{len(jobs)} {name}: {g['steps']} steps ... elapsed "
+            f"{time.time() - t_all:.0f}s" + (f", ETA {eta:.0f}s" if eta is not None else ""),
+            flush=True,
+        )
         t0 = time.time()
         rc, wall, log = run_training(data, work, preset, seed, g["steps"], overrides)
         if rc != 0:
@@ -504,8 +628,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[entropy-dynamics] {name} failed (rc {rc}); log: {log}", file=sys.stderr)
             return 1
         steps = read_metrics(os.path.join(work, "metrics.jsonl"))
-        res = {"run": name, "preset": preset, "seed": seed, "wall_s_train": round(wall, 1),
-               **training_entropy(steps), "heldout": {}}
+        res = {
+            "run": name,
+            "preset": preset,
+            "seed": seed,
+            "wall_s_train": round(wall, 1),
+            **training_entropy(steps),
+            "heldout": {},
+        }
         mid = max(1, g["steps"] // 2)
         for label, step in (("middle", mid), ("end", g["steps"])):
             d = hf_dir(os.path.join(work, "ckpt"), step)
@@ -521,9 +651,12 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(res, open(res_path, "w"), indent=1)
         fresh_secs.append(res["wall_s"])
         results.append(res)
-        print(f"[entropy-dynamics] {name}: {res['wall_s']:.0f}s; mean entropy {res['mean_entropy']['start']:.3f} -> "
-              f"{res['mean_entropy']['end']:.3f}, decision {start['decision_entropy']:.3f} -> "
-              f"{end['decision_entropy']:.3f}, greedy {end['greedy_avg_at_1']:.2f}", flush=True)
+        print(
+            f"[entropy-dynamics] {name}: {res['wall_s']:.0f}s; mean entropy {res['mean_entropy']['start']:.3f} -> "
+            f"{res['mean_entropy']['end']:.3f}, decision {start['decision_entropy']:.3f} -> "
+            f"{end['decision_entropy']:.3f}, greedy {end['greedy_avg_at_1']:.2f}",
+            flush=True,
+        )
 
     # the holding measures are computed from the metrics of every run, reused ones included
     from entropy_rl.aer import AERConfig
@@ -563,12 +696,23 @@ def main(argv: list[str] | None = None) -> int:
         pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
         if preset != "grpo" and pairs:
             summary[preset]["minus_grpo_paired"] = {
-                name: interval([get(r) - get(b) for r, b in pairs]) for name, get in END_VALUES.items()}
+                name: interval([get(r) - get(b) for r, b in pairs]) for name, get in END_VALUES.items()
+            }
     payload = {
-        "machine": machine_info(), "grid": a.grid, "presets": list(g["presets"]), "seeds": list(g["seeds"]),
-        "settings": {**g, "overrides": overrides, "backend": "conf/backend/cpu.yaml",
-                     "entropy_window_steps": WINDOW, "reference_rho": RHO},
-        "warm_start": {**info, "heldout": start}, "runs": results, "summary": summary,
+        "machine": machine_info(),
+        "grid": a.grid,
+        "presets": list(g["presets"]),
+        "seeds": list(g["seeds"]),
+        "settings": {
+            **g,
+            "overrides": overrides,
+            "backend": "conf/backend/cpu.yaml",
+            "entropy_window_steps": WINDOW,
+            "reference_rho": RHO,
+        },
+        "warm_start": {**info, "heldout": start},
+        "runs": results,
+        "summary": summary,
         # this invocation (reused runs cost nothing) and every run as measured when it ran
         "wall_s_total": round(time.time() - t_all, 1),
         "wall_s_runs": round(sum(r["wall_s"] for r in results), 1),
@@ -581,19 +725,34 @@ def main(argv: list[str] | None = None) -> int:
     with open(tables_md, "w") as f:
         f.write(markdown_tables(results, start, summary))
 
-    rows_t = [{
-        "run": r["run"], "H start": r["mean_entropy"]["start"], "H mid": r["mean_entropy"]["middle"],
-        "H end": r["mean_entropy"]["end"], "Hdec 0": start["decision_entropy"],
-        "Hdec mid": r["heldout"]["middle"]["decision_entropy"], "Hdec end": r["heldout"]["end"]["decision_entropy"],
-        "to half": r["steps_to_half_entropy"], "|H-H*|": r["tracking_error_2nd_half"],
-        "greedy": r["heldout"]["end"]["greedy_avg_at_1"], "pass@8": r["heldout"]["end"]["pass_at_k"].get("8"),
-        "wall s": r["wall_s"],
-    } for r in results]
+    rows_t = [
+        {
+            "run": r["run"],
+            "H start": r["mean_entropy"]["start"],
+            "H mid": r["mean_entropy"]["middle"],
+            "H end": r["mean_entropy"]["end"],
+            "Hdec 0": start["decision_entropy"],
+            "Hdec mid": r["heldout"]["middle"]["decision_entropy"],
+            "Hdec end": r["heldout"]["end"]["decision_entropy"],
+            "to half": r["steps_to_half_entropy"],
+            "|H-H*|": r["tracking_error_2nd_half"],
+            "greedy": r["heldout"]["end"]["greedy_avg_at_1"],
+            "pass@8": r["heldout"]["end"]["pass_at_k"].get("8"),
+            "wall s": r["wall_s"],
+        }
+        for r in results
+    ]
     print("\n" + table(rows_t, list(rows_t[0])))
-    where = {"metrics": os.path.join(out, "runs", "<run>", "metrics.jsonl"), "figures": f"{report_dir} ({rep['html']})",
-             "JSON": json_path, "tables (markdown)": tables_md}
-    print(f"\n[entropy-dynamics] done in {time.time() - t_all:.0f}s\n"
-          + "\n".join(f"[entropy-dynamics] {k}: {v}" for k, v in where.items()))
+    where = {
+        "metrics": os.path.join(out, "runs", "<run>", "metrics.jsonl"),
+        "figures": f"{report_dir} ({rep['html']})",
+        "JSON": json_path,
+        "tables (markdown)": tables_md,
+    }
+    print(
+        f"\n[entropy-dynamics] done in {time.time() - t_all:.0f}s\n"
+        + "\n".join(f"[entropy-dynamics] {k}: {v}" for k, v in where.items())
+    )
     return 0
 
 

@@ -175,8 +175,11 @@ class AERController:
         target = self.target
         error = 0.0
         nan = float("nan")
-        extra = {"aer/relative_error": nan, "aer/relative_slope": nan, "aer/integrating": nan} \
-            if cfg.controller == "relative" else {}
+        extra = (
+            {"aer/relative_error": nan, "aer/relative_slope": nan, "aer/integrating": nan}
+            if cfg.controller == "relative"
+            else {}
+        )
         if cfg.adaptive and target is not None:
             error = target - self.h_smooth
             if cfg.controller == "pi_nat":

@@ -121,9 +121,7 @@ DEFAULT_TIMEOUT = 2.0
 #: Seconds a fresh worker may take to import sympy/math-verify and warm up.
 STARTUP_TIMEOUT = float(os.environ.get("ENTROPY_RL_VERIFY_STARTUP_TIMEOUT", "60"))
 #: Upper bound on concurrent worker processes (spawned on demand, one per busy caller).
-MAX_WORKERS = int(
-    os.environ.get("ENTROPY_RL_VERIFY_WORKERS", str(max(1, min(4, (os.cpu_count() or 2) // 2))))
-)
+MAX_WORKERS = int(os.environ.get("ENTROPY_RL_VERIFY_WORKERS", str(max(1, min(4, (os.cpu_count() or 2) // 2)))))
 #: Address-space cap for a worker (bytes); stops ``10**10**10``-style blow-ups from
 #: eating the node's memory before the deadline kills it. 0 disables.
 WORKER_MEMORY_LIMIT = int(os.environ.get("ENTROPY_RL_VERIFY_MEMORY_LIMIT", str(3 << 30)))
@@ -327,13 +325,17 @@ def extract_answer(text: str | None) -> str | None:
 # Normalization
 # --------------------------------------------------------------------------------------
 
-_WRAP_CMDS = r"text|textbf|textit|textrm|textsf|texttt|textnormal|mathrm|mathbf|mathit|mathsf|mbox|hbox|operatorname|boldsymbol"
+_WRAP_CMDS = (
+    r"text|textbf|textit|textrm|textsf|texttt|textnormal|mathrm|mathbf|mathit|mathsf|mbox|hbox|operatorname|boldsymbol"
+)
 _TEXT_RE = re.compile(r"\\(?:" + _WRAP_CMDS + r")\s*\{([^{}]*)\}")
 # A matrix row break `\\` is matched first and kept, so that the spacing macro `\ ` never
 # takes the second backslash of `\\ ` (which would turn `1 \\ 2` into `1\2`).
 _SPACE_CMDS_RE = re.compile(r"(\\\\)|\\(?:,|;|:|quad|qquad|enspace|thinspace|medspace|thickspace)(?![A-Za-z])|\\ |~")
 _NEG_SPACE_RE = re.compile(r"\\!|\\(?:displaystyle|textstyle|limits|nolimits)(?![A-Za-z])")
-_LEFTRIGHT_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|big|Big|bigg|Bigg)(?![A-Za-z])")
+_LEFTRIGHT_RE = re.compile(
+    r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|Biggl|Biggr|big|Big|bigg|Bigg)(?![A-Za-z])"
+)
 _DFRAC_RE = re.compile(r"\\[dt]frac(?![A-Za-z])")
 _DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ(?![A-Za-z])|\\degree(?![A-Za-z])|°")
 _PERCENT_RE = re.compile(r"\\?%")
@@ -1286,9 +1288,7 @@ class _WorkerPool:
                 raise RuntimeError("answer-check workers are shut down")
         return self._fresh()
 
-    def check(
-        self, pairs: Sequence[tuple[str, str]], timeout: float, total_timeout: float | None = None
-    ) -> list[int]:
+    def check(self, pairs: Sequence[tuple[str, str]], timeout: float, total_timeout: float | None = None) -> list[int]:
         """Outcome codes (``_TRUE``/``_FALSE``/``_LIMIT``/``_UNDECIDED``) for normalized
         ``(pred, gold)`` pairs: ``timeout`` seconds each, ``total_timeout`` for the time
         spent checking in all (waits for a worker's start-up are not counted).

@@ -70,7 +70,6 @@ class SentKLConfig:
         return (0.0, rest, low_cov, self.beta_high)
 
 
-
 @dataclass(frozen=True)
 class AERConfig:
     """Knobs of AER, each with its paper symbol.
@@ -140,18 +139,26 @@ class AERConfig:
             raise ValueError(f"AERConfig.controller must be pi_nat|relative, got {self.controller!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"AERConfig.ema (λ) must be in [0, 1), got {self.ema}")
-        gains = dict(eta=self.eta, kp=self.kp, rel_integral_gain=self.rel_integral_gain,
-                     rel_proportional_gain=self.rel_proportional_gain, rel_damping_gain=self.rel_damping_gain)
+        gains = dict(
+            eta=self.eta,
+            kp=self.kp,
+            rel_integral_gain=self.rel_integral_gain,
+            rel_proportional_gain=self.rel_proportional_gain,
+            rel_damping_gain=self.rel_damping_gain,
+        )
         bad = {k: v for k, v in gains.items() if not (v >= 0 and math.isfinite(v))}
         if bad:
             raise ValueError(f"AERConfig gains must be finite and >= 0, got {bad}")
         if not 0.0 < self.max_alpha_step <= 1.0:
-            raise ValueError(f"AERConfig.max_alpha_step (Δα_max, a fraction of alpha_max) must be in (0, 1], "
-                             f"got {self.max_alpha_step}")
+            raise ValueError(
+                f"AERConfig.max_alpha_step (Δα_max, a fraction of alpha_max) must be in (0, 1], "
+                f"got {self.max_alpha_step}"
+            )
 
 
 MissingPolicy = Literal["error", "last_stage", "first_stage"]
 Schedule = Literal["staged", "interleaved"]
+
 
 @dataclass(frozen=True)
 class CurriculumConfig:
@@ -185,8 +192,7 @@ class CurriculumConfig:
             raise ValueError(f"curriculum.schedule must be 'staged' or 'interleaved', got {self.schedule!r}")
         if self.missing_policy not in ("error", "last_stage", "first_stage"):
             raise ValueError(
-                "curriculum.missing_policy must be 'error', 'last_stage' or 'first_stage', "
-                f"got {self.missing_policy!r}"
+                f"curriculum.missing_policy must be 'error', 'last_stage' or 'first_stage', got {self.missing_policy!r}"
             )
         if not self.score_key:
             raise ValueError("curriculum.score_key must be a non-empty column name")
@@ -219,5 +225,3 @@ def _to_dict(cfg: Any) -> dict:
             pass
         return dict(cfg)
     raise TypeError(f"expected a mapping / DictConfig, got {type(cfg).__name__}")
-
-

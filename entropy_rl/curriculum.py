@@ -270,8 +270,9 @@ class SemanticEntropyCurriculumSampler(Sampler[int]):
         Only the ``staged`` schedule has one contiguous range per stage; see :attr:`pass_boundaries`.
         """
         if self.config.schedule != "staged":
-            raise ValueError("stage_boundaries: the interleaved schedule visits each stage several times; "
-                             "use pass_boundaries")
+            raise ValueError(
+                "stage_boundaries: the interleaved schedule visits each stage several times; use pass_boundaries"
+            )
         b = [0]
         for size in self._stage_sizes:
             b.append(b[-1] + size * self.config.stage_epochs)
@@ -285,10 +286,6 @@ class SemanticEntropyCurriculumSampler(Sampler[int]):
     @property
     def stage_sizes(self) -> tuple[int, ...]:
         return tuple(self._stage_sizes)
-
-    @property
-    def num_yielded(self) -> int:
-        return self._yielded
 
     @property
     def current_stage(self) -> int:
@@ -404,8 +401,12 @@ class SemanticEntropyCurriculumSampler(Sampler[int]):
         if state.get("kind") != self.STATE_KIND or state.get("version") != _STATE_VERSION:
             raise ValueError(f"not a v{_STATE_VERSION} {self.STATE_KIND} state: {sorted(state)}")
         cfg = self.config
-        mine = {"num_rows": self.num_rows, "num_stages": cfg.num_stages, "stage_epochs": cfg.stage_epochs,
-                "schedule": cfg.schedule}
+        mine = {
+            "num_rows": self.num_rows,
+            "num_stages": cfg.num_stages,
+            "stage_epochs": cfg.stage_epochs,
+            "schedule": cfg.schedule,
+        }
         for k, v in mine.items():
             # states written before `schedule` existed were all staged
             if state.get(k, "staged" if k == "schedule" else None) != v:

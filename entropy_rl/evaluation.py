@@ -169,9 +169,7 @@ def summarize(results: Mapping[str, Iterable[Sequence[Any]]], ks: int | str | It
     for k in ks:
         for m in ("avg", "pass"):
             mean[f"{m}@{k}"] = math.fsum(b[f"{m}@{k}"] for b in vals) / len(vals)
-    headline = {
-        f"{m}@k": math.fsum(mean[f"{m}@{k}"] for k in ks) / len(ks) for m in ("avg", "pass")
-    }
+    headline = {f"{m}@k": math.fsum(mean[f"{m}@{k}"] for k in ks) / len(ks) for m in ("avg", "pass")}
     return {"ks": ks, "benchmarks": benchmarks, "mean": mean, "headline": headline}
 
 

@@ -51,7 +51,6 @@ import math
 
 import numpy as np
 import torch
-
 from verl.trainer.ppo.core_algos import agg_loss, kl_penalty
 
 from entropy_rl.config import KLKind, SentKLConfig  # noqa: F401  (re-exported: the loss's knobs)
@@ -65,6 +64,7 @@ TOKEN_SETS = (TOKEN_OUTSIDE, TOKEN_LOW, TOKEN_LOW_COV, TOKEN_HIGH_COV)
 
 # Metric of :func:`compute_policy_loss`: NaN / ±inf values among its tensor inputs.
 NONFINITE_METRIC = "actor/entropy_rl/nonfinite_inputs"
+
 
 def _valid(mask: torch.Tensor) -> torch.Tensor:
     # Works for bool, int64 and float masks alike; never used as an index.

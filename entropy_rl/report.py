@@ -49,10 +49,16 @@ FIGURES = ("entropy", "aer", "sent", "curriculum", "validation", "pass_at_k")
 # metric names, as our recipe and veRL log them
 ENTROPY = "actor/entropy"
 AER_ALPHA, AER_H0, AER_TARGET, AER_ENTROPY = "aer/alpha", "aer/h0", "aer/target_entropy", "aer/entropy"
-SENT_FRACS = {"T_low": "actor/sent/low_entropy_frac", "high-Cov": "actor/sent/high_cov_frac",
-              "low-Cov": "actor/sent/low_cov_frac"}
-SENT_KLS = {"T_low": "actor/sent/kl_low_entropy", "high-Cov": "actor/sent/kl_high_cov",
-            "low-Cov": "actor/sent/kl_low_cov"}
+SENT_FRACS = {
+    "T_low": "actor/sent/low_entropy_frac",
+    "high-Cov": "actor/sent/high_cov_frac",
+    "low-Cov": "actor/sent/low_cov_frac",
+}
+SENT_KLS = {
+    "T_low": "actor/sent/kl_low_entropy",
+    "high-Cov": "actor/sent/kl_high_cov",
+    "low-Cov": "actor/sent/kl_low_cov",
+}
 BATCH_SE, STAGE, REWARD = "curriculum/batch_semantic_entropy", "curriculum/stage", "critic/score/mean"
 # val-core/<benchmark>/<acc|reward|score>/mean@<k>  and  .../best@<k>/mean
 _VAL_MEAN = re.compile(r"^val-(?:core|aux)/(?P<bench>.+)/(?P<var>acc|reward|score)/mean@(?P<k>\d+)$")
@@ -122,7 +128,9 @@ def read_metrics(path: str) -> tuple[dict[int, dict[str, float]], list[int]]:
 
 def _find_evaluation(metrics_path: str) -> str | None:
     stem = os.path.splitext(metrics_path)[0]
-    candidates = sorted(glob.glob(os.path.join(stem, "**", "*.json"), recursive=True)) + sorted(glob.glob(stem + "*.json"))
+    candidates = sorted(glob.glob(os.path.join(stem, "**", "*.json"), recursive=True)) + sorted(
+        glob.glob(stem + "*.json")
+    )
     for c in candidates:
         try:
             with open(c) as f:
@@ -141,8 +149,10 @@ def load_runs(paths: Sequence[str], labels: Sequence[str] | None = None) -> list
         if os.path.isdir(p):
             found = sorted(glob.glob(os.path.join(p, "*.jsonl")))
             if not found:
-                raise ReportInputError(f"{p}: no metrics file (*.jsonl) in this directory; enable veRL's "
-                                       "`file` logger (trainer.logger=[console,file]) and set VERL_FILE_LOGGER_ROOT")
+                raise ReportInputError(
+                    f"{p}: no metrics file (*.jsonl) in this directory; enable veRL's "
+                    "`file` logger (trainer.logger=[console,file]) and set VERL_FILE_LOGGER_ROOT"
+                )
             files.extend(found)
         elif os.path.isfile(p):
             files.append(p)
@@ -234,8 +244,7 @@ def _style(ax, title: str, ylabel: str, xlabel: str = "step") -> None:
 def _legend(ax) -> None:
     handles = ax.get_legend_handles_labels()[0]
     if len(handles) > 8:  # a grid of runs: beside the axes, where it hides no data
-        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  ncol=1 + len(handles) // 24)
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(handles) // 24)
     elif handles:
         ax.legend(fontsize=8, frameon=False)
 
@@ -304,8 +313,13 @@ def fig_sent(runs: Sequence[Run]):
     if d1:  # T_low ≈ 0.8, the covariance sets ≈ 1e-4, an empty set 0: symlog shows all three
         a1.set_yscale("symlog", linthresh=1e-5)
         a1.set_ylim(bottom=0)
-    _finish(a1, d1, "SENT token-set fractions (actor/sent/*_frac)", "SENT token sets: share of valid tokens",
-            "fraction (symlog)")
+    _finish(
+        a1,
+        d1,
+        "SENT token-set fractions (actor/sent/*_frac)",
+        "SENT token sets: share of valid tokens",
+        "fraction (symlog)",
+    )
     _finish(a2, d2, "SENT KL per set (actor/sent/kl_*)", "SENT: mean KL on each set", "mean KL")
     fig.tight_layout()
     return fig
@@ -316,8 +330,9 @@ def fig_curriculum(runs: Sequence[Run]):
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(14, 4))
     d = [False, False, False]
     for r in runs:
-        for i, (ax, key, drawstyle) in enumerate(((a1, BATCH_SE, "default"), (a2, STAGE, "steps-post"),
-                                                  (a3, REWARD, "default"))):
+        for i, (ax, key, drawstyle) in enumerate(
+            ((a1, BATCH_SE, "default"), (a2, STAGE, "steps-post"), (a3, REWARD, "default"))
+        ):
             d[i] |= _plot(ax, r, key, color=c[r.label], lw=1.7, drawstyle=drawstyle, label=r.label)
     _finish(a1, d[0], BATCH_SE, "Semantic entropy of the batch", "H_SE (nats)")
     _finish(a2, d[1], STAGE, "Curriculum stage", "stage (low → high H_SE)")
@@ -345,8 +360,16 @@ def fig_validation(runs: Sequence[Run]):
         for r in runs:
             by_k = curves[r.label].get(bench, {})
             for k, (xs, ys) in sorted(by_k.items()):
-                ax.plot(xs, ys, color=c[r.label], marker="o", ms=3, lw=1.6,
-                        ls="-" if k == max(by_k) else "--", label=f"{r.label}: avg@{k}")
+                ax.plot(
+                    xs,
+                    ys,
+                    color=c[r.label],
+                    marker="o",
+                    ms=3,
+                    lw=1.6,
+                    ls="-" if k == max(by_k) else "--",
+                    label=f"{r.label}: avg@{k}",
+                )
         _style(ax, f"Validation: {bench}", "avg@k")
         _legend(ax)
     fig.tight_layout()
@@ -363,8 +386,14 @@ def fig_pass_at_k(runs: Sequence[Run]):
             src, f = finals[r.label]
             pts = sorted(f.get(bench, {}).items())
             if pts:
-                ax.plot([k for k, _ in pts], [v for _, v in pts], color=c[r.label], marker="o", lw=1.8,
-                        label=f"{r.label} ({src})")
+                ax.plot(
+                    [k for k, _ in pts],
+                    [v for _, v in pts],
+                    color=c[r.label],
+                    marker="o",
+                    lw=1.8,
+                    label=f"{r.label} ({src})",
+                )
         ax.set_xscale("log", base=2)
         ks = sorted({k for _, f in finals.values() for k in f.get(bench, {})})
         if ks:  # ticks at the k values themselves, written as numbers
@@ -377,8 +406,14 @@ def fig_pass_at_k(runs: Sequence[Run]):
     return fig
 
 
-BUILDERS = {"entropy": fig_entropy, "aer": fig_aer, "sent": fig_sent, "curriculum": fig_curriculum,
-            "validation": fig_validation, "pass_at_k": fig_pass_at_k}
+BUILDERS = {
+    "entropy": fig_entropy,
+    "aer": fig_aer,
+    "sent": fig_sent,
+    "curriculum": fig_curriculum,
+    "validation": fig_validation,
+    "pass_at_k": fig_pass_at_k,
+}
 
 
 # --------------------------------------------------------------------------- table + page
@@ -408,36 +443,68 @@ def _fmt(v: Any) -> str:
 
 
 def write_html(out_dir: str, runs: Sequence[Run], images: dict[str, str], rows: list[dict[str, Any]]) -> str:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>entropy-rl report</title>",
-             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-             "img{max-width:100%;border:1px solid #ddd;margin:.5em 0}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f4f4f4}"
-             "td:first-child,td:nth-child(2){text-align:left}.warn{color:#a40}</style></head><body>",
-             "<h1>entropy-rl: runs side by side</h1><ul>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>entropy-rl report</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+        "img{max-width:100%;border:1px solid #ddd;margin:.5em 0}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f4f4f4}"
+        "td:first-child,td:nth-child(2){text-align:left}.warn{color:#a40}</style></head><body>",
+        "<h1>entropy-rl: runs side by side</h1><ul>",
+    ]
     for r in runs:
-        note = f" <span class='warn'>(last line torn, skipped: plotted to step {r.last_step})</span>" if r.skipped_lines else ""
+        note = (
+            f" <span class='warn'>(last line torn, skipped: plotted to step {r.last_step})</span>"
+            if r.skipped_lines
+            else ""
+        )
         ev = f"; evaluation: {html.escape(r.evaluation_path)}" if r.evaluation_path else ""
-        parts.append(f"<li><b>{html.escape(r.label)}</b>: {html.escape(r.path)}, steps {min(r.steps)}–{r.last_step}{ev}{note}</li>")
+        parts.append(
+            f"<li><b>{html.escape(r.label)}</b>: {html.escape(r.path)}, "
+            f"steps {min(r.steps)}–{r.last_step}{ev}{note}</li>"
+        )
     parts.append("</ul><h2>Final table</h2>")
     if rows:
-        parts.append("<table><tr><th>run</th><th>benchmark</th><th>k</th><th>final avg@k</th><th>best avg@k</th>"
-                     "<th>best step</th><th>pass@k (k)</th><th>pass@k from</th></tr>")
+        parts.append(
+            "<table><tr><th>run</th><th>benchmark</th><th>k</th><th>final avg@k</th><th>best avg@k</th>"
+            "<th>best step</th><th>pass@k (k)</th><th>pass@k from</th></tr>"
+        )
         for row in rows:
             pk = f"{_fmt(row.get('pass'))} ({row['pass_k']})" if "pass" in row else "–"
-            parts.append("<tr>" + "".join(f"<td>{x}</td>" for x in (
-                _fmt(row["run"]), _fmt(row["benchmark"]), _fmt(row.get("k")), _fmt(row.get("final_avg")),
-                _fmt(row.get("best_avg")), _fmt(row.get("best_step")), pk, _fmt(row.get("pass_source")))) + "</tr>")
+            parts.append(
+                "<tr>"
+                + "".join(
+                    f"<td>{x}</td>"
+                    for x in (
+                        _fmt(row["run"]),
+                        _fmt(row["benchmark"]),
+                        _fmt(row.get("k")),
+                        _fmt(row.get("final_avg")),
+                        _fmt(row.get("best_avg")),
+                        _fmt(row.get("best_step")),
+                        pk,
+                        _fmt(row.get("pass_source")),
+                    )
+                )
+                + "</tr>"
+            )
         parts.append("</table>")
     else:
         parts.append("<p>No validation or evaluation metrics in these runs.</p>")
-    titles = {"entropy": "1. Token entropy", "aer": "2. AER control", "sent": "3. SENT token sets",
-              "curriculum": "4. Curriculum and reward", "validation": "5a. Validation avg@k",
-              "pass_at_k": "5b. Final pass@k"}
+    titles = {
+        "entropy": "1. Token entropy",
+        "aer": "2. AER control",
+        "sent": "3. SENT token sets",
+        "curriculum": "4. Curriculum and reward",
+        "validation": "5a. Validation avg@k",
+        "pass_at_k": "5b. Final pass@k",
+    }
     for name in FIGURES:
         with open(images[name], "rb") as f:
             data = base64.b64encode(f.read()).decode()
-        parts.append(f"<h2>{titles[name]}</h2><img alt='{name}' src='data:image/png;base64,{data}'>"
-                     f"<p><a href='{name}.png'>{name}.png</a></p>")
+        parts.append(
+            f"<h2>{titles[name]}</h2><img alt='{name}' src='data:image/png;base64,{data}'>"
+            f"<p><a href='{name}.png'>{name}.png</a></p>"
+        )
     parts.append("</body></html>")
     path = os.path.join(out_dir, "index.html")
     with open(path, "w") as f:
@@ -476,8 +543,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for r in out["runs"]:
         if r.skipped_lines:
-            print(f"[report] {r.path}: last line {r.skipped_lines[0]} is torn (run died mid-write); "
-                  f"plotted up to step {r.last_step}", file=sys.stderr)
+            print(
+                f"[report] {r.path}: last line {r.skipped_lines[0]} is torn (run died mid-write); "
+                f"plotted up to step {r.last_step}",
+                file=sys.stderr,
+            )
     print(f"[report] {len(out['runs'])} run(s): {', '.join(r.label for r in out['runs'])}")
     print(f"[report] figures: {', '.join(out['images'][n] for n in FIGURES)}")
     print(f"[report] page: {out['html']}")

@@ -88,7 +88,8 @@ def compute_score(
     """Binary correctness reward for a math response.
 
     The final answer is the last final-answer marker of ``solution_str`` (the last
-    ``\\boxed{}`` group or a later ``Answer:``; :func:`entropy_rl.answers.extract_answer`); it is correct if it is equivalent to any gold answer
+    ``\\boxed{}`` group or a later ``Answer:``; :func:`entropy_rl.answers.extract_answer`); it is correct if it is
+    equivalent to any gold answer
     (:func:`entropy_rl.answers.check_pairs`). ``timeout`` seconds (a ``timeout`` in
     ``reward_kwargs`` reaches it) bound each check *and* all checks of this sample
     together, so one sample costs at most ``timeout`` however many gold answers it has.

@@ -27,12 +27,16 @@ import argparse
 import json
 import os
 import random
-import shutil
 import sys
 import time
 
 import pandas as pd
 import torch
+
+if __package__ in (None, ""):  # `python launch/prepare_cpu_demo.py`: make the repo importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from entropy_rl.io import atomic_replace_dir, atomic_write_json, atomic_write_path  # noqa: E402
 
 LOW, HIGH = 0, 10
 SPECIAL = ["<pad>", "<eos>", "<unk>"]
@@ -62,13 +66,17 @@ def make_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=320,
+        special_tokens=SPECIAL,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
@@ -77,22 +85,40 @@ def make_tokenizer():
     return hf
 
 
-def make_model(tokenizer, hidden: int = 64, layers: int = 2, seed: int = 0, intermediate: int | None = None,
-               heads: int = 4, kv_heads: int = 2):
+def make_model(
+    tokenizer,
+    hidden: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+    intermediate: int | None = None,
+    heads: int = 4,
+    kv_heads: int = 2,
+):
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     cfg = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or 4 * hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=128, tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate or 4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.eos_token_id,
     )
     model = Qwen2ForCausalLM(cfg)
     # No sampling defaults may sneak into any generate() call (top_k=50 would truncate this vocab).
     model.generation_config = GenerationConfig(
-        do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        temperature=1.0,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     return model
 
@@ -129,13 +155,15 @@ def rows(n: int, seed: int, split: str) -> list[dict]:
     out = []
     for i in range(n):
         a, b, c = problem(rng)
-        out.append({
-            "data_source": DATA_SOURCE,
-            "prompt": [{"role": "user", "content": prompt_text(a, b, c)}],
-            "ability": "math",
-            "reward_model": {"style": "rule", "ground_truth": str(a + b - c)},
-            "extra_info": {"index": i, "split": split},
-        })
+        out.append(
+            {
+                "data_source": DATA_SOURCE,
+                "prompt": [{"role": "user", "content": prompt_text(a, b, c)}],
+                "ability": "math",
+                "reward_model": {"style": "rule", "ground_truth": str(a + b - c)},
+                "extra_info": {"index": i, "split": split},
+            }
+        )
     return out
 
 
@@ -166,7 +194,10 @@ def warm_start(model, tokenizer, steps: int, batch: int, lr: float, slip: float,
         if step % 25 == 0 or step == steps - 1:
             el = time.time() - t0
             eta = el / (step + 1) * (steps - step - 1)
-            print(f"[cpu-demo] warm start {step + 1}/{steps} loss {loss_v:.3f} elapsed {el:.0f}s ETA {eta:.0f}s", flush=True)
+            print(
+                f"[cpu-demo] warm start {step + 1}/{steps} loss {loss_v:.3f} elapsed {el:.0f}s ETA {eta:.0f}s",
+                flush=True,
+            )
     model.eval()
     return loss_v
 
@@ -180,7 +211,7 @@ def sampled_accuracy(model, tokenizer, data: list[dict], n: int = 64, seed: int 
     prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False) for r in data[:n]]
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
     out = model.generate(**enc, max_new_tokens=32, do_sample=True, top_k=0, top_p=1.0, temperature=1.0)
-    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     scores = [compute_score(DATA_SOURCE, t, r["reward_model"]["ground_truth"])["score"] for t, r in zip(texts, data)]
     return sum(scores) / len(scores)
 
@@ -189,26 +220,52 @@ def sampled_accuracy(model, tokenizer, data: list[dict], n: int = 64, seed: int 
 VLLM_MODEL = dict(dir="model_vllm", heads=2, kv_heads=1)
 
 
-def _warm_model(out: str, tokenizer, test: list[dict], steps: int, batch: int, lr: float, slip: float, seed: int,
-                dirname: str, **shape) -> dict:
+def _warm_model(
+    out: str,
+    tokenizer,
+    test: list[dict],
+    steps: int,
+    batch: int,
+    lr: float,
+    slip: float,
+    seed: int,
+    dirname: str,
+    **shape,
+) -> dict:
     model = make_model(tokenizer, seed=seed, **shape)
     t0 = time.time()
     loss = warm_start(model, tokenizer, steps, batch, lr, slip, seed)
     acc = sampled_accuracy(model, tokenizer, test)
-    tmp, dest = os.path.join(out, f".{dirname}.tmp"), os.path.join(out, dirname)
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)  # a model directory appears complete or not at all
-    info = {"parameters": sum(p.numel() for p in model.parameters()), "warm_start_steps": steps,
-            "warm_start_loss": loss, "sampled_accuracy": acc, "seconds": round(time.time() - t0, 1), **shape}
+
+    def save(tmp: str) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    atomic_replace_dir(save, os.path.join(out, dirname))  # a model directory appears complete or not at all
+    info = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "warm_start_steps": steps,
+        "warm_start_loss": loss,
+        "sampled_accuracy": acc,
+        "seconds": round(time.time() - t0, 1),
+        **shape,
+    }
     print(f"[cpu-demo] {dirname}/ ({info['parameters']} parameters, sampled accuracy {acc:.2f}) written to {out}")
     return info
 
 
-def prepare(out: str, n_train: int = 256, n_test: int = 64, steps: int = 1000, batch: int = 64, lr: float = 5e-3,
-            slip: float = 0.2, seed: int = 0, force: bool = False, vllm: bool = False) -> dict:
+def prepare(
+    out: str,
+    n_train: int = 256,
+    n_test: int = 64,
+    steps: int = 1000,
+    batch: int = 64,
+    lr: float = 5e-3,
+    slip: float = 0.2,
+    seed: int = 0,
+    force: bool = False,
+    vllm: bool = False,
+) -> dict:
     """Build what is missing (everything with ``force``); returns the ``cpu_demo.json`` record."""
     out = os.path.expanduser(out)
     done = os.path.join(out, "cpu_demo.json")
@@ -226,9 +283,8 @@ def prepare(out: str, n_train: int = 256, n_test: int = 64, steps: int = 1000, b
         train = rows(n_train, seed, "train")
         info = _warm_model(out, tokenizer, test, steps, batch, lr, slip, seed, "model")
         for name, data in (("train", train), ("test", test)):
-            tmp = os.path.join(out, f".{name}.parquet.tmp")
-            pd.DataFrame(data).to_parquet(tmp, index=False)
-            os.replace(tmp, os.path.join(out, f"{name}.parquet"))
+            frame = pd.DataFrame(data)
+            atomic_write_path(os.path.join(out, f"{name}.parquet"), lambda tmp: frame.to_parquet(tmp, index=False))
         info.update(train_rows=n_train, test_rows=n_test)
     if vllm:
         from transformers import AutoTokenizer
@@ -236,10 +292,7 @@ def prepare(out: str, n_train: int = 256, n_test: int = 64, steps: int = 1000, b
         tokenizer = AutoTokenizer.from_pretrained(os.path.join(out, "model"))
         shape = {k: v for k, v in VLLM_MODEL.items() if k != "dir"}
         info["vllm_model"] = _warm_model(out, tokenizer, test, steps, batch, lr, slip, seed, VLLM_MODEL["dir"], **shape)
-    tmp = done + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=1)
-    os.replace(tmp, done)
+    atomic_write_json(done, info)
     return info
 
 

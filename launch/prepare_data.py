@@ -35,7 +35,8 @@ All files share one Arrow schema (:data:`SCHEMA`), so veRL can concatenate sever
   every step that samples it: such problems are dropped whole by default, each written to
   ``rejected.jsonl`` with all its golds and rows, and their count is printed
   (``--keep-conflicts`` keeps the first copy instead). ``--limit`` still reads such a set
-  to the end, so its rows are a prefix of the full run's. Evaluation sets are never de-duplicated (benchmarks keep their official size).
+  to the end, so its rows are a prefix of the full run's. Evaluation sets are never de-duplicated
+  (benchmarks keep their official size).
 - Golds lose inner math delimiters too (OlympiadBench stores ``'$69$,$84$'``):
   ``$a$,$b$`` -> ``a, b`` and every unescaped ``$`` goes (``\\$`` stays a dollar sign).
 - Hub datasets are read at a fixed revision: ``DatasetSpec.revision`` (or ``--revision
@@ -78,6 +79,7 @@ if __package__ in (None, ""):  # `python launch/prepare_data.py`: make the repo 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from entropy_rl.answers import all_boxed, exact_number, extract_answer, normalize_answer  # noqa: E402
+from entropy_rl.io import atomic_write_path  # noqa: E402
 
 try:
     from tqdm.auto import tqdm
@@ -473,8 +475,17 @@ def convert_rows(
             msg = f"{name} ({origin}) row {i}: {e.describe()}"
             if not skip_invalid:
                 raise DataError(msg) from None
-            stats.rejected.append({"dataset": name, "file": origin, "row": i, "field": e.field,
-                                   "reason": e.describe(), "error": msg, "record": _json_safe(row)})
+            stats.rejected.append(
+                {
+                    "dataset": name,
+                    "file": origin,
+                    "row": i,
+                    "field": e.field,
+                    "reason": e.describe(),
+                    "error": msg,
+                    "record": _json_safe(row),
+                }
+            )
             continue
         if spec.dedupe:
             key = _gold_key(gold)
@@ -496,16 +507,21 @@ def convert_rows(
             stats.conflict_problems += 1
             if not keep_conflicts:
                 all_golds = [g for g, _ in by_gold.values()]  # as the source wrote them
-                stats.rejected.append({
-                    "dataset": name, "file": origin, "row": i, "field": spec.answer[0],
-                    "kind": "conflict",
-                    "reason": f"copies of this problem carry {len(all_golds)} different golds: {all_golds}",
-                    "error": f"{name} ({origin}) row {i}: field '{spec.answer[0]}' differs between "
-                             f"copies of the same problem: {all_golds}",
-                    "golds": all_golds,
-                    "rows": {g: rows[:20] for g, rows in by_gold.values()},  # first 20 rows of each
-                    "problem": problem[:2000],
-                })
+                stats.rejected.append(
+                    {
+                        "dataset": name,
+                        "file": origin,
+                        "row": i,
+                        "field": spec.answer[0],
+                        "kind": "conflict",
+                        "reason": f"copies of this problem carry {len(all_golds)} different golds: {all_golds}",
+                        "error": f"{name} ({origin}) row {i}: field '{spec.answer[0]}' differs between "
+                        f"copies of the same problem: {all_golds}",
+                        "golds": all_golds,
+                        "rows": {g: rows[:20] for g, rows in by_gold.values()},  # first 20 rows of each
+                        "problem": problem[:2000],
+                    }
+                )
                 continue
         if limit is not None and len(out) >= limit:
             break
@@ -618,8 +634,10 @@ def _hub_source(name: str, spec: DatasetSpec, revision: str | None = None) -> _S
     sha = _resolve_revision(spec.repo, revision)
     use_rev = sha or revision
     if revision is None:
-        print(f"[{name}] note: no revision pinned for {spec.repo}; reading commit {sha or 'unknown (offline)'} "
-              f"(pin it with DatasetSpec.revision or --revision {name}=<sha>)")
+        print(
+            f"[{name}] note: no revision pinned for {spec.repo}; reading commit {sha or 'unknown (offline)'} "
+            f"(pin it with DatasetSpec.revision or --revision {name}=<sha>)"
+        )
     try:
         ds = datasets.load_dataset(spec.repo, spec.config, split=spec.split, revision=use_rev)
     except Exception as e:  # network, auth, renamed repo / split
@@ -644,13 +662,7 @@ def _hub_source(name: str, spec: DatasetSpec, revision: str | None = None) -> _S
 
 
 def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_path(path, lambda tmp: write(Path(tmp)))
 
 
 def _write_parquet(path: Path, records: list[dict], meta: dict | None = None) -> None:
@@ -703,8 +715,11 @@ def prepare_dataset(
         print(f"[{name}] {path} exists, skipped (--force rebuilds it)")
         result.skipped = True
         return result
-    src = (_local_source(name, spec, Path(source_dir).expanduser()) if source_dir
-           else _hub_source(name, spec, revision or spec.revision))
+    src = (
+        _local_source(name, spec, Path(source_dir).expanduser())
+        if source_dir
+        else _hub_source(name, spec, revision or spec.revision)
+    )
     result.source = src.origin
     result.revision = src.revision
     if src.columns is not None:
@@ -718,7 +733,12 @@ def prepare_dataset(
     stats = ConvertStats()
     try:
         records = convert_rows(
-            name, rows, origin=src.origin, skip_invalid=skip_invalid, limit=limit, stats=stats,
+            name,
+            rows,
+            origin=src.origin,
+            skip_invalid=skip_invalid,
+            limit=limit,
+            stats=stats,
             keep_conflicts=keep_conflicts,
         )
     finally:
@@ -738,10 +758,18 @@ def prepare_dataset(
             f"First: {invalid_rows[0]['error']}. Check the source, or allow more with --max-invalid"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"dataset": name, "source": src.origin, "revision_requested": src.revision_requested,
-            "revision": src.revision, "rows": len(records), "source_rows_read": stats.seen,
-            "duplicates_dropped": stats.duplicates, "conflicting_problems": stats.conflict_problems,
-            "conflicts_dropped": not keep_conflicts, "rejected": len(stats.rejected)}
+    meta = {
+        "dataset": name,
+        "source": src.origin,
+        "revision_requested": src.revision_requested,
+        "revision": src.revision,
+        "rows": len(records),
+        "source_rows_read": stats.seen,
+        "duplicates_dropped": stats.duplicates,
+        "conflicting_problems": stats.conflict_problems,
+        "conflicts_dropped": not keep_conflicts,
+        "rejected": len(stats.rejected),
+    }
     _write_parquet(path, records, meta)
     rejected_path = path.parent / "rejected.jsonl"
     if stats.rejected:
@@ -767,11 +795,15 @@ def prepare_dataset(
         print(f"[{name}] WARNING: {stats.conflicts} of those duplicates had a different gold answer")
     if stats.conflict_problems:
         if keep_conflicts:
-            print(f"[{name}] WARNING: kept the first copy of {stats.conflict_problems} problems whose "
-                  f"copies disagree on the gold (--keep-conflicts)")
+            print(
+                f"[{name}] WARNING: kept the first copy of {stats.conflict_problems} problems whose "
+                f"copies disagree on the gold (--keep-conflicts)"
+            )
         else:
-            print(f"[{name}] DROPPED {stats.conflict_problems} problems whose copies disagree on the gold "
-                  f"-> {rejected_path} (each with all its golds)")
+            print(
+                f"[{name}] DROPPED {stats.conflict_problems} problems whose copies disagree on the gold "
+                f"-> {rejected_path} (each with all its golds)"
+            )
     if spec.template is not None and stats.untemplated:
         print(f"[{name}] note: {stats.untemplated} rows lacked the expected prompt template (kept as is)")
     if limit is not None and len(records) >= limit:
@@ -809,9 +841,16 @@ def prepare(
         try:
             results.append(
                 prepare_dataset(
-                    name, out, source_dir=source_dir, limit=limit, force=force,
-                    skip_invalid=skip_invalid, progress=progress, keep_conflicts=keep_conflicts,
-                    revision=(revisions or {}).get(name), max_invalid=max_invalid,
+                    name,
+                    out,
+                    source_dir=source_dir,
+                    limit=limit,
+                    force=force,
+                    skip_invalid=skip_invalid,
+                    progress=progress,
+                    keep_conflicts=keep_conflicts,
+                    revision=(revisions or {}).get(name),
+                    max_invalid=max_invalid,
                 )
             )
         except DataError as e:
@@ -877,7 +916,12 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, except where there is none to show (None, off flags)."""
 
     def _get_help_string(self, action):
-        if action.default is None or action.default is False or action.default == [] or "default" in (action.help or ""):
+        if (
+            action.default is None
+            or action.default is False
+            or action.default == []
+            or "default" in (action.help or "")
+        ):
             return action.help
         return super()._get_help_string(action)
 
@@ -888,24 +932,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write DAPO-Math-17k and the math eval sets as veRL RL parquet files.",
         formatter_class=_DefaultsHelp,
     )
-    p.add_argument("--out", default=None,
-                   help="output root (default: $ENTROPY_RL_DATA or ~/data/entropy_rl)")
-    p.add_argument("--datasets", default="all",
-                   help=f"comma list or 'all' (default); known: {','.join(DATASETS)}")
-    p.add_argument("--source-dir", default=None,
-                   help="read DIR/<name>.parquet|.jsonl|.json instead of the Hugging Face Hub")
+    p.add_argument("--out", default=None, help="output root (default: $ENTROPY_RL_DATA or ~/data/entropy_rl)")
+    p.add_argument("--datasets", default="all", help=f"comma list or 'all' (default); known: {','.join(DATASETS)}")
+    p.add_argument(
+        "--source-dir", default=None, help="read DIR/<name>.parquet|.jsonl|.json instead of the Hugging Face Hub"
+    )
     p.add_argument("--limit", type=int, default=None, help="write at most N rows per dataset")
     p.add_argument("--force", action="store_true", help="rebuild outputs that already exist")
-    p.add_argument("--skip-invalid", action="store_true",
-                   help="write invalid rows to <out>/<name>/rejected.jsonl instead of failing")
-    p.add_argument("--max-invalid", type=float, default=0.05, metavar="FRACTION",
-                   help="with --skip-invalid, fail (write nothing) when more than this share of a "
-                        "dataset's rows is invalid")
-    p.add_argument("--keep-conflicts", action="store_true",
-                   help="keep the first copy of a duplicated problem whose copies disagree on the gold "
-                        "(default: drop it and write it to rejected.jsonl)")
-    p.add_argument("--revision", action="append", default=[], metavar="NAME=REV",
-                   help="read Hub dataset NAME at revision REV (commit sha, tag, branch); repeatable")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="write invalid rows to <out>/<name>/rejected.jsonl instead of failing",
+    )
+    p.add_argument(
+        "--max-invalid",
+        type=float,
+        default=0.05,
+        metavar="FRACTION",
+        help="with --skip-invalid, fail (write nothing) when more than this share of a dataset's rows is invalid",
+    )
+    p.add_argument(
+        "--keep-conflicts",
+        action="store_true",
+        help="keep the first copy of a duplicated problem whose copies disagree on the gold "
+        "(default: drop it and write it to rejected.jsonl)",
+    )
+    p.add_argument(
+        "--revision",
+        action="append",
+        default=[],
+        metavar="NAME=REV",
+        help="read Hub dataset NAME at revision REV (commit sha, tag, branch); repeatable",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="print the dataset table and exit")
     args = p.parse_args(argv)
@@ -924,9 +982,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         revisions[name] = rev
     try:
         prepare(
-            args.datasets, args.out, source_dir=args.source_dir, limit=args.limit, force=args.force,
-            skip_invalid=args.skip_invalid, progress=not args.no_progress, keep_going=True,
-            keep_conflicts=args.keep_conflicts, revisions=revisions, max_invalid=args.max_invalid,
+            args.datasets,
+            args.out,
+            source_dir=args.source_dir,
+            limit=args.limit,
+            force=args.force,
+            skip_invalid=args.skip_invalid,
+            progress=not args.no_progress,
+            keep_going=True,
+            keep_conflicts=args.keep_conflicts,
+            revisions=revisions,
+            max_invalid=args.max_invalid,
         )
     except DataError as e:
         print(f"prepare_data: error: {e}", file=sys.stderr)

@@ -62,11 +62,15 @@ def run_main(demo, workdir, *overrides, timeout=420, backend="cpu"):
     }
     env.pop("VERL_PLATFORM", None)
     cmd = [
-        sys.executable, "-m", "recipe.sent.main", f"backend={backend}",
+        sys.executable,
+        "-m",
+        "recipe.sent.main",
+        f"backend={backend}",
         f"trainer.default_local_dir={workdir / 'ckpt'}",
         f"entropy_rl.scoring.cache_dir={workdir.parent / 'score_cache'}",
         f"hydra.run.dir={workdir / 'hydra'}",
-        "trainer.val_before_train=false", "trainer.test_freq=-1",
+        "trainer.val_before_train=false",
+        "trainer.test_freq=-1",
         *overrides,
     ]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

@@ -70,18 +70,32 @@ class LoopbackCluster:
     def _start(self, name: str, head: bool, num_cpus: int, num_gpus: int) -> Node:
         ip = f"127.0.0.{len(self.nodes) + 2}"
         p = free_ports(6, ip)
-        cmd = [f"{BIN}/ray", "start", f"--node-ip-address={ip}", f"--temp-dir={self.temp_dir}",
-               f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
-               f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}",
-               f"--dashboard-agent-listen-port={p[2]}", f"--dashboard-agent-grpc-port={p[3]}",
-               f"--metrics-export-port={p[4]}", f"--runtime-env-agent-port={p[5]}",
-               f"--min-worker-port={self._worker_port}", f"--max-worker-port={self._worker_port + 99}",
-               "--disable-usage-stats"]
+        cmd = [
+            f"{BIN}/ray",
+            "start",
+            f"--node-ip-address={ip}",
+            f"--temp-dir={self.temp_dir}",
+            f"--num-cpus={num_cpus}",
+            f"--num-gpus={num_gpus}",
+            f"--node-manager-port={p[0]}",
+            f"--object-manager-port={p[1]}",
+            f"--dashboard-agent-listen-port={p[2]}",
+            f"--dashboard-agent-grpc-port={p[3]}",
+            f"--metrics-export-port={p[4]}",
+            f"--runtime-env-agent-port={p[5]}",
+            f"--min-worker-port={self._worker_port}",
+            f"--max-worker-port={self._worker_port + 99}",
+            "--disable-usage-stats",
+        ]
         self._worker_port += 100
         if head:
             self.gcs_port, self.dashboard_port = free_ports(2, ip)
-            cmd += ["--head", f"--port={self.gcs_port}", f"--dashboard-host={ip}",
-                    f"--dashboard-port={self.dashboard_port}"]
+            cmd += [
+                "--head",
+                f"--port={self.gcs_port}",
+                f"--dashboard-host={ip}",
+                f"--dashboard-port={self.dashboard_port}",
+            ]
         else:
             cmd += [f"--address={self.head_ip}:{self.gcs_port}"]
         r = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
@@ -133,8 +147,14 @@ class LoopbackCluster:
 
     def ray(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """The `ray` CLI against this cluster (stdout and stderr together in ``.stdout``)."""
-        return subprocess.run([f"{BIN}/ray", *args], env=self.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        return subprocess.run(
+            [f"{BIN}/ray", *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
 
     def job_status(self, job_id: str) -> str:
         from ray.job_submission import JobSubmissionClient

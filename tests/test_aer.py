@@ -89,7 +89,9 @@ def test_difficulty_weights():
     assert lin.tolist() == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]
     norm = difficulty_weights(acc, AERConfig())
     assert norm.mean().item() == pytest.approx(1.0) and norm[0] == 0 and norm[4] > norm[2]
-    thr = difficulty_weights(torch.tensor([0.0, 0.3, 0.4, 0.9]), AERConfig(allocation="threshold", normalize_weights=False))
+    thr = difficulty_weights(
+        torch.tensor([0.0, 0.3, 0.4, 0.9]), AERConfig(allocation="threshold", normalize_weights=False)
+    )
     assert thr.tolist() == [1.0, 1.0, 0.0, 0.0]
     none = difficulty_weights(acc, AERConfig(allocation="none"))
     assert torch.all(none == 1.0)
@@ -129,8 +131,21 @@ def test_rejects_bad_inputs():
         AERConfig(alpha_init=0.5, alpha_max=0.1)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), -0.1, torch.tensor(float("nan")),
-                                 np.float64("nan"), torch.ones(2), "0.5x", None], ids=repr)
+@pytest.mark.parametrize(
+    "bad",
+    [
+        float("nan"),
+        float("inf"),
+        -float("inf"),
+        -0.1,
+        torch.tensor(float("nan")),
+        np.float64("nan"),
+        torch.ones(2),
+        "0.5x",
+        None,
+    ],
+    ids=repr,
+)
 def test_step_rejects_bad_entropy_and_keeps_state(bad):
     """A non-finite (or negative, or not-a-number) H_t raises, names the step, and leaves α_t,
     H₀, H̄_t and the integral exactly as they were: the run continues as if it never came."""
@@ -146,8 +161,12 @@ def test_step_rejects_bad_entropy_and_keeps_state(bad):
 
 
 def test_difficulty_weights_edge_cases():
-    cfgs = [AERConfig(), AERConfig(normalize_weights=False), AERConfig(allocation="threshold"),
-            AERConfig(allocation="none")]
+    cfgs = [
+        AERConfig(),
+        AERConfig(normalize_weights=False),
+        AERConfig(allocation="threshold"),
+        AERConfig(allocation="none"),
+    ]
     for cfg in cfgs:
         for acc in (torch.zeros(6), torch.ones(6), torch.tensor([0.5]), torch.tensor([0.9, 0.95, 1.0]), torch.zeros(0)):
             w = difficulty_weights(acc, cfg)
@@ -188,6 +207,7 @@ def test_closed_loop_holds_entropy_near_target():
 
 # ----------------------------------------------------------------- scale-free controller
 
+
 def lagged_plant(cfg, scale, lag, kind="linear", steps=300, seed=0, collapse=0.02, gain=0.5, noise=0.15):
     """A collapsing policy whose entropy answers the bonus late, in units of ``scale`` nats.
 
@@ -227,8 +247,9 @@ def tracking(c, trace, alphas, scale, start=150):
     return rel_err, peak, pinned
 
 
-PLANTS = [(kind, scale, lag) for kind in ("linear", "reinforcing", "step") for scale in (0.05, 0.3, 1.0)
-          for lag in (0, 5, 20)]
+PLANTS = [
+    (kind, scale, lag) for kind in ("linear", "reinforcing", "step") for scale in (0.05, 0.3, 1.0) for lag in (0, 5, 20)
+]
 
 
 @pytest.mark.parametrize("kind,scale,lag", PLANTS)

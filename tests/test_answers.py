@@ -197,10 +197,20 @@ def test_normalize_answer(raw, norm):
 def test_normalize_is_fast_on_long_input():
     t0 = time.perf_counter()
     runs = " " * 90_000
-    for s in ["1" * 99_000 + " x", "\\text{" * 15_000, "\\frac{" * 16_000, "a " * 49_000,
-              # long whitespace runs next to the joiner / unit / list rules
-              "1" + runs + "x and 2", "1 and" + runs + ",", "x" + runs + "\\text{cm}", "\\text{" + runs + "} or 1",
-              "x=" + runs + "2, x=3", "32," + runs + "349", "1" + "\\quad" * 9000 + " and 2"]:
+    for s in [
+        "1" * 99_000 + " x",
+        "\\text{" * 15_000,
+        "\\frac{" * 16_000,
+        "a " * 49_000,
+        # long whitespace runs next to the joiner / unit / list rules
+        "1" + runs + "x and 2",
+        "1 and" + runs + ",",
+        "x" + runs + "\\text{cm}",
+        "\\text{" + runs + "} or 1",
+        "x=" + runs + "2, x=3",
+        "32," + runs + "349",
+        "1" + "\\quad" * 9000 + " and 2",
+    ]:
         normalize_answer(s)
     assert time.perf_counter() - t0 < 1.0
 

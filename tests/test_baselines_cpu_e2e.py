@@ -11,8 +11,9 @@ pytestmark = pytest.mark.e2e
 
 
 def test_clip_higher_runs_on_the_cpu_backend(demo, tmp_path):
-    rc, out, steps = run_main(demo, tmp_path / "clip_higher", "method=clip_higher", "trainer.total_training_steps=2",
-                              "trainer.save_freq=-1")
+    rc, out, steps = run_main(
+        demo, tmp_path / "clip_higher", "method=clip_higher", "trainer.total_training_steps=2", "trainer.save_freq=-1"
+    )
     assert rc == 0, out[-6000:]
     assert sorted(steps) == [1, 2]
     # the decoupled clip reached the worker config veRL's vanilla loss reads

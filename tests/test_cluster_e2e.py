@@ -43,13 +43,29 @@ def submit(cluster, demo, work, *overrides):
     """`launch/submit.sh --no-wait` as a user runs it; returns the job id it prints."""
     env = {**cluster.env, "ENTROPY_RL_DATA": str(demo), "VERL_FILE_LOGGER_ROOT": str(work / "runs")}
     p = subprocess.run(
-        ["bash", os.path.join(ROOT, "launch/submit.sh"), "--address", cluster.address, "--no-wait",
-         "backend=cpu", "method=kl_cov", "trainer.nnodes=2", "trainer.n_gpus_per_node=1",
-         f"trainer.total_training_steps={STEPS}", "trainer.val_before_train=false", "trainer.test_freq=-1",
-         f"trainer.default_local_dir={work / 'ckpt'}", f"hydra.run.dir={work / 'hydra'}",
-         # each of the 2 data-parallel ranks gets 32 rows of the 64-row mini-batch
-         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=32", *overrides],
-        env=env, capture_output=True, text=True, timeout=180,
+        [
+            "bash",
+            os.path.join(ROOT, "launch/submit.sh"),
+            "--address",
+            cluster.address,
+            "--no-wait",
+            "backend=cpu",
+            "method=kl_cov",
+            "trainer.nnodes=2",
+            "trainer.n_gpus_per_node=1",
+            f"trainer.total_training_steps={STEPS}",
+            "trainer.val_before_train=false",
+            "trainer.test_freq=-1",
+            f"trainer.default_local_dir={work / 'ckpt'}",
+            f"hydra.run.dir={work / 'hydra'}",
+            # each of the 2 data-parallel ranks gets 32 rows of the 64-row mini-batch
+            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=32",
+            *overrides,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert p.returncode == 0, p.stdout + p.stderr
     m = re.search(r"\[submit.sh\] job id: (raysubmit_\w+)", p.stdout)
@@ -97,7 +113,10 @@ def test_submit_sh_runs_fsdp_across_two_nodes(cluster, reference):
     assert reported == nodes, (reported, nodes)
     actors = list_actors(address=cluster.address, detail=True, limit=10000)
     workers = {a.node_id for a in actors if "WorkerDict" in (a.class_name or "")}
-    assert workers == set(nodes), ("veRL's WorkerDict actors sit on both nodes", [(a.class_name, a.node_id) for a in actors])
+    assert workers == set(nodes), (
+        "veRL's WorkerDict actors sit on both nodes",
+        [(a.class_name, a.node_id) for a in actors],
+    )
     # FSDP over gloo across the nodes: both ranks took part in every update
     for s in steps.values():
         assert s["actor/grad_norm"] > 0 and s["global_seqlen/min"] > 0
@@ -117,7 +136,9 @@ def test_killed_node_fails_the_job_and_resume_continues_exactly(cluster, referen
             return False
 
     deadline = time.time() + 300
-    while not checkpointed_and_logged() and time.time() < deadline and cluster.job_status(job) in ("PENDING", "RUNNING"):
+    while (
+        not checkpointed_and_logged() and time.time() < deadline and cluster.job_status(job) in ("PENDING", "RUNNING")
+    ):
         time.sleep(0.2)
     assert checkpointed_and_logged(), job_logs(cluster, job)[-6000:]
     victim = cluster.nodes[1]
@@ -133,8 +154,10 @@ def test_killed_node_fails_the_job_and_resume_continues_exactly(cluster, referen
     done = int(tracker.read_text())
     assert 1 <= done < STEPS
     assert f"last complete checkpoint: {work / 'ckpt' / f'global_step_{done}'}" in logs
-    print(f"\n[cluster e2e] raylet of {victim.ip} killed after checkpoint {done}; job FAILED "
-          f"{time.time() - t_kill:.0f} s later, saying:")
+    print(
+        f"\n[cluster e2e] raylet of {victim.ip} killed after checkpoint {done}; job FAILED "
+        f"{time.time() - t_kill:.0f} s later, saying:"
+    )
     print("\n".join(line for line in logs.splitlines() if "[entropy-rl]   " in line or "run failed" in line))
 
     # a healthy cluster again (a replacement node joins), the same command resumes

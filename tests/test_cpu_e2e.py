@@ -24,8 +24,13 @@ def assert_ok(rc, out):
 def sent_aer_run(demo, tmp_path_factory):
     work = tmp_path_factory.mktemp("sent_aer") / "full"
     rc, out, steps = run(
-        demo, work, "method=sent_aer", "entropy_rl.curriculum.adaptive=true",
-        "trainer.total_training_steps=3", "trainer.save_freq=2", "entropy_rl.aer.alpha_init=0.05",
+        demo,
+        work,
+        "method=sent_aer",
+        "entropy_rl.curriculum.adaptive=true",
+        "trainer.total_training_steps=3",
+        "trainer.save_freq=2",
+        "entropy_rl.aer.alpha_init=0.05",
     )
     assert_ok(rc, out)
     return work, out, steps
@@ -59,8 +64,13 @@ def test_resume_continues_step_three_exactly(demo, sent_aer_run, tmp_path):
     shutil.rmtree(work / "ckpt" / "global_step_3")
     (work / "ckpt" / "latest_checkpointed_iteration.txt").write_text("2")
     rc, out, steps = run(
-        demo, work, "method=sent_aer", "entropy_rl.curriculum.adaptive=true",
-        "trainer.total_training_steps=3", "trainer.save_freq=2", "entropy_rl.aer.alpha_init=0.05",
+        demo,
+        work,
+        "method=sent_aer",
+        "entropy_rl.curriculum.adaptive=true",
+        "trainer.total_training_steps=3",
+        "trainer.save_freq=2",
+        "entropy_rl.aer.alpha_init=0.05",
     )
     assert_ok(rc, out)
     assert "semantic-entropy scores from cache" in out and "[semantic-entropy scoring]" not in out
@@ -71,8 +81,13 @@ def test_resume_continues_step_three_exactly(demo, sent_aer_run, tmp_path):
         assert a[key] == b[key], key
     # controller and score state: to float precision (the likelihood estimator reads rollout
     # log-probs, whose last bits depend on the batch a row was decoded in)
-    for key in ("aer/alpha", "aer/h0", "aer/target_entropy", "curriculum/batch_semantic_entropy",
-                "curriculum/stage_semantic_entropy"):
+    for key in (
+        "aer/alpha",
+        "aer/h0",
+        "aer/target_entropy",
+        "curriculum/batch_semantic_entropy",
+        "curriculum/stage_semantic_entropy",
+    ):
         assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
     for key in ("actor/entropy", "critic/score/mean", "actor/pg_loss", "actor/sent/kl_loss"):
         assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
@@ -83,8 +98,14 @@ def test_worker_error_fails_the_command_with_its_message(demo, tmp_path):
     import time
 
     t0 = time.time()
-    rc, out, steps = run(demo, tmp_path / "crash", "method=grpo", "trainer.total_training_steps=2",
-                         "actor_rollout_ref.actor.optim.lr=-1.0", timeout=300)
+    rc, out, steps = run(
+        demo,
+        tmp_path / "crash",
+        "method=grpo",
+        "trainer.total_training_steps=2",
+        "actor_rollout_ref.actor.optim.lr=-1.0",
+        timeout=300,
+    )
     assert rc != 0
     assert "Invalid learning rate" in out, out[-3000:]
     assert not steps

@@ -160,8 +160,10 @@ def test_temperature_logprobs_are_log_softmax_of_scaled_logits(server, top_k):
 
     async def go():
         return await asyncio.gather(
-            *[gen(server, p, str(i), temperature=temp, top_k=top_k, top_p=1.0, logprobs=True, max_tokens=10)
-              for i, p in enumerate(ps)]
+            *[
+                gen(server, p, str(i), temperature=temp, top_k=top_k, top_p=1.0, logprobs=True, max_tokens=10)
+                for i, p in enumerate(ps)
+            ]
         )
 
     for p, out in zip(ps, run(go())):
@@ -173,8 +175,11 @@ def test_temperature_logprobs_are_log_softmax_of_scaled_logits(server, top_k):
 def test_top_k_truncates_and_renormalises(server):
     k = 3
     ps = prompts([4, 9], seed=2)
-    outs = run(gather(*[gen(server, p, str(i), temperature=1.0, top_k=k, logprobs=True, max_tokens=10)
-                                for i, p in enumerate(ps)]))
+    outs = run(
+        gather(
+            *[gen(server, p, str(i), temperature=1.0, top_k=k, logprobs=True, max_tokens=10) for i, p in enumerate(ps)]
+        )
+    )
     for p, out in zip(ps, outs):
         ref = reference_logits(server.model, p, out.token_ids)
         kth = ref.topk(k, dim=-1).values[:, -1:]
@@ -194,8 +199,14 @@ def test_top_k_truncates_and_renormalises(server):
 def test_top_p_keeps_the_nucleus(server):
     top_p = 0.5
     ps = prompts([5, 7, 12], seed=3)
-    outs = run(gather(*[gen(server, p, str(i), temperature=1.0, top_p=top_p, logprobs=True, max_tokens=12)
-                                for i, p in enumerate(ps)]))
+    outs = run(
+        gather(
+            *[
+                gen(server, p, str(i), temperature=1.0, top_p=top_p, logprobs=True, max_tokens=12)
+                for i, p in enumerate(ps)
+            ]
+        )
+    )
     truncated = False
     for p, out in zip(ps, outs):
         ref = reference_logits(server.model, p, out.token_ids)
@@ -284,8 +295,14 @@ def test_concurrent_requests_share_one_decode_and_m_samples_differ(fresh_server)
     m = 4  # samples per prompt, as the semantic-entropy scorer repeats the batch M times
     ps = prompts([3, 5, 7, 9, 11, 13], seed=5)
     rows = [p for p in ps for _ in range(m)]
-    outs = run(gather(*[gen(server, p, str(i), temperature=1.0, logprobs=True, max_tokens=10, ignore_eos=True)
-                        for i, p in enumerate(rows)]))
+    outs = run(
+        gather(
+            *[
+                gen(server, p, str(i), temperature=1.0, logprobs=True, max_tokens=10, ignore_eos=True)
+                for i, p in enumerate(rows)
+            ]
+        )
+    )
     assert server.decoder.prefill_sizes == [len(rows)], "concurrent requests must be one batched decode"
     assert server.decoder.batches == 1 and server.decoder.peak_rows == len(rows)
     assert all(len(o.token_ids) == 10 and len(o.log_probs) == 10 for o in outs)
@@ -297,8 +314,14 @@ def test_concurrent_requests_share_one_decode_and_m_samples_differ(fresh_server)
 def test_max_num_seqs_caps_the_batch(fresh_server):
     server = fresh_server
     server.max_num_seqs = 8
-    outs = run(gather(*[gen(server, p, str(i), temperature=0, max_tokens=3, ignore_eos=True)
-                        for i, p in enumerate(prompts([4] * 20))]))
+    outs = run(
+        gather(
+            *[
+                gen(server, p, str(i), temperature=0, max_tokens=3, ignore_eos=True)
+                for i, p in enumerate(prompts([4] * 20))
+            ]
+        )
+    )
     assert len(outs) == 20 and all(len(o.token_ids) == 3 for o in outs)
     assert server.decoder.peak_rows == 8  # the rest joined as rows finished
 
@@ -400,8 +423,10 @@ def test_abort_pauses_then_resume(fresh_server):
     server = fresh_server
 
     async def go():
-        long = [asyncio.create_task(gen(server, p, str(i), temperature=1.0, max_tokens=200, ignore_eos=True))
-                for i, p in enumerate(prompts([4, 6]))]
+        long = [
+            asyncio.create_task(gen(server, p, str(i), temperature=1.0, max_tokens=200, ignore_eos=True))
+            for i, p in enumerate(prompts([4, 6]))
+        ]
         await asyncio.sleep(0.1)
         info = await server.abort_all_requests()
         done = await asyncio.gather(*long)

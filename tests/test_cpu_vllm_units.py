@@ -32,16 +32,17 @@ def test_sweep_removes_only_new_unused_entries_of_killed_processes(tmp_path, mon
     monkeypatch.setattr(shm, "SHM", str(tmp_path))
     (tmp_path / "psm_0000aaaa").write_bytes(b"x")  # there before the run: someone else's
     before = shm.snapshot()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     names = {
-        f"__KMP_REGISTERED_LIB_{dead}_0": True,           # its process is gone
-        f"__KMP_REGISTERED_LIB_{os.getpid()}_0": False,   # its process is alive
+        f"__KMP_REGISTERED_LIB_{dead}_0": True,  # its process is gone
+        f"__KMP_REGISTERED_LIB_{os.getpid()}_0": False,  # its process is alive
         "psm_1234abcd": True,
         "sem.mp-qwerty": True,
         "verl_weights_0123456789abcdef": True,
-        "psm_5678beef": False,                            # still open (below)
-        "my_own_segment": False,                          # not a name killed workers leave
+        "psm_5678beef": False,  # still open (below)
+        "my_own_segment": False,  # not a name killed workers leave
     }
     for n in names:
         (tmp_path / n).write_bytes(b"x")

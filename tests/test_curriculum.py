@@ -412,7 +412,9 @@ def test_negative_infinite_or_bool_scores_are_refused_naming_the_row():
         scores = make_scores(10)
         scores[4] = bad
         for policy in ("error", "last_stage"):  # not "missing": refused under every policy
-            with pytest.raises(ValueError, match=rf"row 4 has 'semantic_entropy' = {shown}; a semantic entropy is finite and >= 0"):
+            with pytest.raises(
+                ValueError, match=rf"row 4 has 'semantic_entropy' = {shown}; a semantic entropy is finite and >= 0"
+            ):
                 sampler_for(scores, missing_policy=policy)
     with pytest.raises(ValueError, match="row 1 has a non-numeric 'semantic_entropy' value True"):
         SemanticEntropyCurriculumSampler([{"semantic_entropy": 1.0}, {"semantic_entropy": True}], {})

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import itertools
 import json
 import math
 import os
+import sys
 from fractions import Fraction
 
 import pandas as pd
@@ -237,8 +237,23 @@ def _argv(model, data, out, *extra):
 def test_end_to_end_hf_backend(tiny_model, data_file, tmp_path, capsys):
     out = tmp_path / "res" / "results.json"
     n = 8
-    doc = ev.main(_argv(tiny_model, data_file, out, "--n", str(n), "--k", "8,2,4", "--max-new-tokens", "10",
-                        "--seed", "3", "--batch-size", "16"))
+    doc = ev.main(
+        _argv(
+            tiny_model,
+            data_file,
+            out,
+            "--n",
+            str(n),
+            "--k",
+            "8,2,4",
+            "--max-new-tokens",
+            "10",
+            "--seed",
+            "3",
+            "--batch-size",
+            "16",
+        )
+    )
     printed = capsys.readouterr()
     assert str(out) in printed.out and "aime24" in printed.out and "mean (2 benchmarks)" in printed.out
     assert "[eval] 5/5" in printed.err and "ETA" in printed.err
@@ -281,8 +296,25 @@ def test_end_to_end_hf_backend(tiny_model, data_file, tmp_path, capsys):
 
     # same seed → same samples; --limit keeps the first N problems of each benchmark
     out2 = tmp_path / "again.json"
-    doc2 = ev.main(_argv(tiny_model, data_file, out2, "--n", str(n), "--k", "2,4,8", "--max-new-tokens", "10",
-                         "--seed", "3", "--batch-size", "16", "--limit", "1"))
+    doc2 = ev.main(
+        _argv(
+            tiny_model,
+            data_file,
+            out2,
+            "--n",
+            str(n),
+            "--k",
+            "2,4,8",
+            "--max-new-tokens",
+            "10",
+            "--seed",
+            "3",
+            "--batch-size",
+            "16",
+            "--limit",
+            "1",
+        )
+    )
     assert [p["index"] for p in doc2["problems"]] == [100, 103]
     assert doc2["problems"][0]["preds"] == probs[0]["preds"]
 
@@ -326,8 +358,20 @@ def test_scoring_and_aggregation_with_canned_responses(tmp_path, capsys):
     }
     fake = FakeGenerator(tok, responses)
     doc = ev.main(
-        ["--model", "unused", "--data", str(data), "--out", str(tmp_path / "r.json"), "--n", "8", "--k", "1,4,8",
-         "--batch-size", "16"],
+        [
+            "--model",
+            "unused",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "r.json"),
+            "--n",
+            "8",
+            "--k",
+            "1,4,8",
+            "--batch-size",
+            "16",
+        ],
         generator_factory=lambda args, sampling: fake,
     )
     assert [p for call in fake.calls for p in call[0]] == texts and {c[1] for c in fake.calls} == {8}
@@ -359,8 +403,13 @@ def _expect_error(argv, *fragments, capsys):
 def test_missing_column_error(tmp_path, capsys):
     bad = tmp_path / "bad.parquet"
     pd.DataFrame(_rows()).drop(columns=["reward_model"]).to_parquet(bad)
-    _expect_error(_argv("unused", str(bad), tmp_path / "o.json", "--n", "8", "--k", "8"), str(bad), "missing column",
-                  "reward_model", capsys=capsys)
+    _expect_error(
+        _argv("unused", str(bad), tmp_path / "o.json", "--n", "8", "--k", "8"),
+        str(bad),
+        "missing column",
+        "reward_model",
+        capsys=capsys,
+    )
     assert not (tmp_path / "o.json").exists()
 
 
@@ -369,32 +418,44 @@ def test_empty_prompt_and_gold_errors(tmp_path, capsys):
     rows[2]["prompt"] = [{"role": "user", "content": "   "}]
     bad = tmp_path / "bad.parquet"
     pd.DataFrame(rows).to_parquet(bad)
-    _expect_error(_argv("unused", str(bad), tmp_path / "o.json", "--n", "8", "--k", "8"), str(bad), "row 2",
-                  "prompt[0].content", capsys=capsys)
+    _expect_error(
+        _argv("unused", str(bad), tmp_path / "o.json", "--n", "8", "--k", "8"),
+        str(bad),
+        "row 2",
+        "prompt[0].content",
+        capsys=capsys,
+    )
 
     rows = _rows()
     rows[1]["prompt"] = []
     pd.DataFrame(rows).to_parquet(bad)
-    _expect_error(_argv("unused", str(bad), tmp_path / "o.json", "--n", "8", "--k", "8"), "row 1", "'prompt'", capsys=capsys)
+    _expect_error(
+        _argv("unused", str(bad), tmp_path / "o.json", "--n", "8", "--k", "8"), "row 1", "'prompt'", capsys=capsys
+    )
 
     rows = _rows()
     rows[4]["reward_model"] = {"ground_truth": "", "style": "rule"}
     pd.DataFrame(rows).to_parquet(bad)
-    _expect_error(_argv("unused", str(bad), tmp_path / "o.json", "--n", "8", "--k", "8"), "row 4", "ground_truth",
-                  capsys=capsys)
+    _expect_error(
+        _argv("unused", str(bad), tmp_path / "o.json", "--n", "8", "--k", "8"), "row 4", "ground_truth", capsys=capsys
+    )
 
 
 def test_argument_errors(tmp_path, data_file, capsys):
     missing = tmp_path / "nope.parquet"
-    _expect_error(_argv("unused", f"{data_file},{missing}", tmp_path / "o.json", "--n", "8", "--k", "8"), str(missing),
-                  "no such file", capsys=capsys)
-    _expect_error(_argv("unused", data_file, tmp_path / "o.json", "--n", "16", "--k", "8,32"), "--n 16",
-                  "max k", capsys=capsys)
+    _expect_error(
+        _argv("unused", f"{data_file},{missing}", tmp_path / "o.json", "--n", "8", "--k", "8"),
+        str(missing),
+        "no such file",
+        capsys=capsys,
+    )
+    _expect_error(
+        _argv("unused", data_file, tmp_path / "o.json", "--n", "16", "--k", "8,32"), "--n 16", "max k", capsys=capsys
+    )
     _expect_error(_argv("unused", data_file, tmp_path / "o.json", "--top-p", "0"), "--top-p", capsys=capsys)
     not_parquet = tmp_path / "x.parquet"
     not_parquet.write_text("hello")
-    _expect_error(_argv("unused", str(not_parquet), tmp_path / "o.json"), str(not_parquet), "parquet",
-                  capsys=capsys)
+    _expect_error(_argv("unused", str(not_parquet), tmp_path / "o.json"), str(not_parquet), "parquet", capsys=capsys)
 
 
 def test_vllm_backend_missing_is_a_clear_error(data_file, tmp_path, capsys, monkeypatch):
@@ -409,10 +470,13 @@ def test_vllm_backend_missing_is_a_clear_error(data_file, tmp_path, capsys, monk
     assert "Docker image" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model,expect", [
-    ("/no/such/model", "--model=/no/such/model does not exist; give a local HF model directory or a hub id"),
-    ("{tmp}", "is a directory without config.json"),
-])
+@pytest.mark.parametrize(
+    "model,expect",
+    [
+        ("/no/such/model", "--model=/no/such/model does not exist; give a local HF model directory or a hub id"),
+        ("{tmp}", "is a directory without config.json"),
+    ],
+)
 def test_missing_model_is_a_clear_error_before_loading(data_file, tmp_path, capsys, model, expect):
     model = model.replace("{tmp}", str(tmp_path))
     argv = ["--model", model, "--data", data_file, "--out", str(tmp_path / "o.json"), "--backend", "hf"]

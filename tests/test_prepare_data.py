@@ -58,8 +58,14 @@ def dapo_rows(conflict: bool = False) -> list[dict]:
 
 
 AIME24 = [
-    {"id": 60 + i, "problem": f"AIME 2024 problem {i}: find N.", "solution": "...", "answer": a,
-     "url": f"https://aops/{i}", "year": "2024"}
+    {
+        "id": 60 + i,
+        "problem": f"AIME 2024 problem {i}: find N.",
+        "solution": "...",
+        "answer": a,
+        "url": f"https://aops/{i}",
+        "year": "2024",
+    }
     for i, a in enumerate(["204", "025", "113", "104"])
 ]
 AIME25 = [{"problem": f"AIME 2025 problem {i}?", "answer": a, "id": str(i)} for i, a in enumerate(["70", "588", "16"])]
@@ -69,23 +75,70 @@ AMC23 = [
     {"id": 2, "question": "AMC question two?", "answer": 36.0, "url": "u2"},
 ]
 MATH500 = [
-    {"problem": "Convert $(0,3)$ to polar coordinates.", "solution": "s", "answer": "\\left( 3, \\frac{\\pi}{2} \\right)",
-     "subject": "Precalculus", "level": 2, "unique_id": "test/precalculus/807.json"},
-    {"problem": "What is $\\sqrt{25}$?", "solution": "s", "answer": "\\boxed{5}", "subject": "Algebra", "level": 1,
-     "unique_id": "test/algebra/1.json"},
-    {"problem": "Simplify $\\frac{28}{6}$.", "solution": "s", "answer": "\\dfrac{14}{3}", "subject": "Prealgebra",
-     "level": 1, "unique_id": "test/prealgebra/2.json"},
-    {"problem": "Which day?", "solution": "s", "answer": "\\text{Monday}", "subject": "Counting", "level": 3,
-     "unique_id": "test/counting/3.json"},
+    {
+        "problem": "Convert $(0,3)$ to polar coordinates.",
+        "solution": "s",
+        "answer": "\\left( 3, \\frac{\\pi}{2} \\right)",
+        "subject": "Precalculus",
+        "level": 2,
+        "unique_id": "test/precalculus/807.json",
+    },
+    {
+        "problem": "What is $\\sqrt{25}$?",
+        "solution": "s",
+        "answer": "\\boxed{5}",
+        "subject": "Algebra",
+        "level": 1,
+        "unique_id": "test/algebra/1.json",
+    },
+    {
+        "problem": "Simplify $\\frac{28}{6}$.",
+        "solution": "s",
+        "answer": "\\dfrac{14}{3}",
+        "subject": "Prealgebra",
+        "level": 1,
+        "unique_id": "test/prealgebra/2.json",
+    },
+    {
+        "problem": "Which day?",
+        "solution": "s",
+        "answer": "\\text{Monday}",
+        "subject": "Counting",
+        "level": 3,
+        "unique_id": "test/counting/3.json",
+    },
 ]
 OLYMPIAD = [
-    {"id": 2278, "question": "Find the probability.", "context": None, "final_answer": ["$\\frac{1}{2}$"],
-     "is_multiple_answer": False, "unit": None, "answer_type": "Numerical", "subfield": "Combinatorics"},
-    {"id": 2279, "question": "Find all $n$ with the property.", "context": "Let $P$ be a polygon.",
-     "final_answer": ["$2$", "$3$"], "is_multiple_answer": True, "unit": None, "answer_type": "Numerical",
-     "subfield": "Number Theory"},
-    {"id": 2280, "question": "Solve for $x$.", "context": "", "final_answer": ["$x=4$"],
-     "is_multiple_answer": False, "unit": None, "answer_type": "Expression", "subfield": "Algebra"},
+    {
+        "id": 2278,
+        "question": "Find the probability.",
+        "context": None,
+        "final_answer": ["$\\frac{1}{2}$"],
+        "is_multiple_answer": False,
+        "unit": None,
+        "answer_type": "Numerical",
+        "subfield": "Combinatorics",
+    },
+    {
+        "id": 2279,
+        "question": "Find all $n$ with the property.",
+        "context": "Let $P$ be a polygon.",
+        "final_answer": ["$2$", "$3$"],
+        "is_multiple_answer": True,
+        "unit": None,
+        "answer_type": "Numerical",
+        "subfield": "Number Theory",
+    },
+    {
+        "id": 2280,
+        "question": "Solve for $x$.",
+        "context": "",
+        "final_answer": ["$x=4$"],
+        "is_multiple_answer": False,
+        "unit": None,
+        "answer_type": "Expression",
+        "subfield": "Algebra",
+    },
 ]
 MINERVA = [
     {"question": "Compute the wavelength in nm.", "answer": "4.5e-6"},
@@ -154,10 +207,23 @@ def test_all_datasets_schema_and_rows(src, tmp_path):
     out = tmp_path / "out"
     results = run(src, out)
     counts = {r.name: r.rows for r in results}
-    assert counts == {"dapo_math_17k": 4, "aime24": 4, "aime25": 3, "amc23": 3, "math500": 4,
-                      "olympiadbench": 3, "minerva": 2}
-    sources = {"aime24": AIME24, "aime25": AIME25, "amc23": AMC23, "math500": MATH500,
-               "olympiadbench": OLYMPIAD, "minerva": MINERVA}
+    assert counts == {
+        "dapo_math_17k": 4,
+        "aime24": 4,
+        "aime25": 3,
+        "amc23": 3,
+        "math500": 4,
+        "olympiadbench": 3,
+        "minerva": 2,
+    }
+    sources = {
+        "aime24": AIME24,
+        "aime25": AIME25,
+        "amc23": AMC23,
+        "math500": MATH500,
+        "olympiadbench": OLYMPIAD,
+        "minerva": MINERVA,
+    }
     for r in results:
         assert pq.read_schema(r.path).remove_metadata() == EXPECTED_SCHEMA, r.name
         rows = read(r.path)
@@ -329,14 +395,16 @@ def test_skip_invalid_writes_rejected(src, tmp_path, capsys):
 
 def test_skip_invalid_refuses_a_mostly_invalid_source(src, tmp_path):
     """4 of 5 rows bad is the wrong file, not a few bad rows: nothing is written."""
-    rows = [dict(MATH500[1], problem=f"What is {i} + 1?", answer=str(i + 1), unique_id=f"t/{i}.json")
-            for i in range(5)]
+    rows = [dict(MATH500[1], problem=f"What is {i} + 1?", answer=str(i + 1), unique_id=f"t/{i}.json") for i in range(5)]
     for r in rows[1:]:
         r["answer"] = ""
     write_jsonl(src / "math500.jsonl", rows)
     out = tmp_path / "out"
-    with pytest.raises(DataError, match=r"math500 \(.*\): 4 of 5 rows are invalid \(80%, above --max-invalid 5%\); "
-                                         r"nothing written\. First: .*--max-invalid"):
+    with pytest.raises(
+        DataError,
+        match=r"math500 \(.*\): 4 of 5 rows are invalid \(80%, above --max-invalid 5%\); "
+        r"nothing written\. First: .*--max-invalid",
+    ):
         run(src, out, "math500", skip_invalid=True)
     assert not (out / "math500" / "test.parquet").exists()
     (r,) = run(src, out, "math500", skip_invalid=True, max_invalid=0.8)
@@ -388,14 +456,23 @@ def test_verl_rlhf_dataset_reads_outputs(src, tmp_path):
 
     out = tmp_path / "out"
     run(src, out)
-    cfg = OmegaConf.create({"prompt_key": "prompt", "max_prompt_length": 1024, "filter_overlong_prompts": True,
-                            "truncation": "error", "cache_dir": str(tmp_path / "cache")})
+    cfg = OmegaConf.create(
+        {
+            "prompt_key": "prompt",
+            "max_prompt_length": 1024,
+            "filter_overlong_prompts": True,
+            "truncation": "error",
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
     val_files = sorted(str(p) for p in out.rglob("test.parquet"))
     val = RLHFDataset(data_files=val_files, tokenizer=make_tokenizer(), config=cfg)
     assert len(val) == 19
     item = val[len(val) - 1]
     assert item["raw_prompt"][0]["content"].endswith(INSTRUCTION) and isinstance(item["index"], int)
-    train = RLHFDataset(data_files=[str(out / "dapo_math_17k" / "train.parquet")], tokenizer=make_tokenizer(), config=cfg)
+    train = RLHFDataset(
+        data_files=[str(out / "dapo_math_17k" / "train.parquet")], tokenizer=make_tokenizer(), config=cfg
+    )
     assert [train[i]["index"] for i in range(len(train))] == [0, 1, 2, 3]
     assert train[1]["reward_model"]["ground_truth"] == "9"
 
@@ -407,18 +484,23 @@ def test_hub_path_uses_table(tmp_path, monkeypatch):
     def fake_load(repo, config=None, *, split, revision=None):
         calls.append((repo, config, split))
         revs.append(revision)
-        data = {"Hothan/OlympiadBench": OLYMPIAD, "HuggingFaceH4/MATH-500": MATH500,
-                "BytedTsinghua-SIA/DAPO-Math-17k": dapo_rows()}[repo]
+        data = {
+            "Hothan/OlympiadBench": OLYMPIAD,
+            "HuggingFaceH4/MATH-500": MATH500,
+            "BytedTsinghua-SIA/DAPO-Math-17k": dapo_rows(),
+        }[repo]
         return datasets.Dataset.from_list(data)
 
     revs = []
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     # the Hub says which commit a revision is now; the load reads that commit
     monkeypatch.setattr(pdata, "_resolve_revision", lambda repo, rev: (rev or "main") + "-sha-" + repo[:3])
-    res = prepare("olympiadbench,math500,dapo_math_17k", tmp_path / "out", progress=False,
-                  revisions={"math500": "v1"})
-    assert calls == [("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"), ("HuggingFaceH4/MATH-500", None, "test"),
-                     ("BytedTsinghua-SIA/DAPO-Math-17k", None, "train")]
+    res = prepare("olympiadbench,math500,dapo_math_17k", tmp_path / "out", progress=False, revisions={"math500": "v1"})
+    assert calls == [
+        ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"),
+        ("HuggingFaceH4/MATH-500", None, "test"),
+        ("BytedTsinghua-SIA/DAPO-Math-17k", None, "train"),
+    ]
     assert [r.rows for r in res] == [3, 4, 4] and res[0].source.startswith("hub:Hothan/OlympiadBench")
     assert res[2].duplicates == 8
     assert read(tmp_path / "out" / "olympiadbench" / "test.parquet")[1]["reward_model"]["ground_truth"] == "2, 3"
@@ -432,7 +514,9 @@ def test_hub_path_uses_table(tmp_path, monkeypatch):
         raise ConnectionError("Couldn't reach the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataError, match=r"(?s)aime24: could not load hub:HuggingFaceH4/aime_2024\[train\].*--source-dir"):
+    with pytest.raises(
+        DataError, match=r"(?s)aime24: could not load hub:HuggingFaceH4/aime_2024\[train\].*--source-dir"
+    ):
         prepare("aime24", tmp_path / "out2", progress=False)
 
 
@@ -451,7 +535,10 @@ def test_cli_script_and_module(src, tmp_path):
     common = ["--source-dir", str(src), "--out", str(out), "--no-progress"]
     script = subprocess.run(
         [sys.executable, str(REPO / "launch" / "prepare_data.py"), "--datasets", "aime24,minerva", *common],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert script.returncode == 0, script.stderr
     assert f"{out / 'aime24' / 'test.parquet'}  (4 rows)" in script.stdout
@@ -459,7 +546,10 @@ def test_cli_script_and_module(src, tmp_path):
     (src / "amc23.parquet").unlink()
     mod = subprocess.run(
         [sys.executable, "-m", "launch.prepare_data", "--datasets", "aime24,amc23,aime25", *common],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert mod.returncode == 1  # amc23 has no source: reported, the others still done
     assert "exists, skipped" in mod.stdout and (out / "aime25" / "test.parquet").exists()
@@ -470,8 +560,9 @@ def test_main_in_process(src, tmp_path, capsys):
     assert pdata.main(["--list"]) == 0
     assert "BytedTsinghua-SIA/DAPO-Math-17k" in capsys.readouterr().out
     out = tmp_path / "out"
-    rc = pdata.main(["--source-dir", str(src), "--out", str(out), "--datasets", "dapo_math_17k",
-                     "--limit", "3", "--no-progress"])
+    rc = pdata.main(
+        ["--source-dir", str(src), "--out", str(out), "--datasets", "dapo_math_17k", "--limit", "3", "--no-progress"]
+    )
     assert rc == 0 and len(read(out / "dapo_math_17k" / "train.parquet")) == 3
     assert "--limit 3" in capsys.readouterr().out
 
@@ -483,7 +574,9 @@ def test_bad_value_types_are_named(src, tmp_path):
     amc = [dict(r) for r in AMC23]
     amc[1]["answer"] = float("nan")  # a float column with a hole, as parquet gives it
     write_parquet(src / "amc23.parquet", amc)
-    with pytest.raises(DataError, match=r"^amc23 \(.*amc23\.parquet\) row 1: field 'answer' is not a finite number \(nan\)$"):
+    with pytest.raises(
+        DataError, match=r"^amc23 \(.*amc23\.parquet\) row 1: field 'answer' is not a finite number \(nan\)$"
+    ):
         run(src, tmp_path / "out", "amc23")
     cases = [  # (row edit, expected message tail)
         ({"answer": {"value": 5}}, "field 'answer' must be a string, number or list, got dict"),
@@ -523,9 +616,15 @@ def test_skip_invalid_reports_every_skipped_row(src, tmp_path, capsys):
     assert "REJECTED 3 invalid rows (field 'answer': 2, field 'problem': 1)" in printed
     rej = [json.loads(line) for line in (out / "math500" / "rejected.jsonl").read_text().splitlines()]
     assert [(x["dataset"], x["file"], x["row"], x["field"]) for x in rej] == [
-        ("math500", origin, 1, "answer"), ("math500", origin, 4, "problem"), ("math500", origin, 6, "answer")]
-    assert [x["reason"] for x in rej] == ["field 'answer' must be a string, number or list, got dict",
-                                          "field 'problem' is empty", "field 'answer' is not a finite number (nan)"]
+        ("math500", origin, 1, "answer"),
+        ("math500", origin, 4, "problem"),
+        ("math500", origin, 6, "answer"),
+    ]
+    assert [x["reason"] for x in rej] == [
+        "field 'answer' must be a string, number or list, got dict",
+        "field 'problem' is empty",
+        "field 'answer' is not a finite number (nan)",
+    ]
     for x in rej:  # every skipped row is printed with its file, row, field and reason
         assert f"skipped math500 ({origin}) row {x['row']}: {x['reason']}" in printed
     written = read(out / "math500" / "test.parquet")
@@ -539,12 +638,23 @@ def _loader(tmp_path, train_files, model="model-a"):
 
     from recipe.sent.adapter import EntropyRLTrainer
 
-    cfg = OmegaConf.create({
-        "data": {"train_files": train_files},
-        "actor_rollout_ref": {"model": {"path": model}},
-        "entropy_rl": {"scoring": {"enable": False, "n_samples": 4, "temperature": 1.0, "top_p": 1.0,
-                                   "max_response_length": 64, "seed": 1, "cache_dir": str(tmp_path / "cache")}},
-    })
+    cfg = OmegaConf.create(
+        {
+            "data": {"train_files": train_files},
+            "actor_rollout_ref": {"model": {"path": model}},
+            "entropy_rl": {
+                "scoring": {
+                    "enable": False,
+                    "n_samples": 4,
+                    "temperature": 1.0,
+                    "top_p": 1.0,
+                    "max_response_length": 64,
+                    "seed": 1,
+                    "cache_dir": str(tmp_path / "cache"),
+                }
+            },
+        }
+    )
     trainer = object.__new__(EntropyRLTrainer)
     trainer.config, trainer.rl = cfg, cfg.entropy_rl
     return trainer
@@ -555,8 +665,16 @@ def _score_table(indices, se=None):
 
     n = len(indices)
     se = [0.1 * i for i in range(n)] if se is None else se
-    return pd.DataFrame({"row": range(n), "index": indices, "semantic_entropy": se, "pass_rate": [0.5] * n,
-                         "n_classes": [2.0] * n, "no_answer_frac": [0.0] * n})
+    return pd.DataFrame(
+        {
+            "row": range(n),
+            "index": indices,
+            "semantic_entropy": se,
+            "pass_rate": [0.5] * n,
+            "n_classes": [2.0] * n,
+            "no_answer_frac": [0.0] * n,
+        }
+    )
 
 
 def test_training_rows_checked_with_file_row_field(src, tmp_path):
@@ -566,8 +684,10 @@ def test_training_rows_checked_with_file_row_field(src, tmp_path):
     run(src, out, "dapo_math_17k,math500")
     good = read(out / "dapo_math_17k" / "train.parquet")
     assert check_rows(good) == {0: 0, 1: 1, 2: 2, 3: 3}
-    ok = [dict(good[0], reward_model={"style": "rule", "ground_truth": g}, extra_info={"index": i})
-          for i, g in enumerate([5, 2.5, ["1", 2], "x"])]  # numbers: gold_answers reads them
+    ok = [
+        dict(good[0], reward_model={"style": "rule", "ground_truth": g}, extra_info={"index": i})
+        for i, g in enumerate([5, 2.5, ["1", 2], "x"])
+    ]  # numbers: gold_answers reads them
     assert list(check_rows(ok)) == [0, 1, 2, 3]
     bad_cases = [
         ({"prompt": None}, "field 'prompt' is missing"),
@@ -578,10 +698,18 @@ def test_training_rows_checked_with_file_row_field(src, tmp_path):
         ({"reward_model": {"style": "rule"}}, "field 'reward_model.ground_truth' is missing"),
         ({"reward_model": None}, "field 'reward_model.ground_truth' is missing"),
         ({"reward_model": {"ground_truth": " "}}, "field 'reward_model.ground_truth' is empty"),
-        ({"reward_model": {"ground_truth": float("nan")}}, "field 'reward_model.ground_truth' is not a finite number (nan)"),
-        ({"reward_model": {"ground_truth": {"v": 1}}},
-         "field 'reward_model.ground_truth' must be a string, number or list of them, got dict"),
-        ({"reward_model": {"ground_truth": True}}, "field 'reward_model.ground_truth' must be a string or number, got bool"),
+        (
+            {"reward_model": {"ground_truth": float("nan")}},
+            "field 'reward_model.ground_truth' is not a finite number (nan)",
+        ),
+        (
+            {"reward_model": {"ground_truth": {"v": 1}}},
+            "field 'reward_model.ground_truth' must be a string, number or list of them, got dict",
+        ),
+        (
+            {"reward_model": {"ground_truth": True}},
+            "field 'reward_model.ground_truth' must be a string or number, got bool",
+        ),
         ({"reward_model": {"ground_truth": ["1", None]}}, "field 'reward_model.ground_truth' item 1 is missing"),
         ({"extra_info": {}}, "field 'extra_info.index' is missing"),
         ({"extra_info": {"index": 0.5}}, "field 'extra_info.index' must be an int or string, got float"),
@@ -603,8 +731,12 @@ def test_training_rows_checked_with_file_row_field(src, tmp_path):
     second = tmp_path / "second.parquet"
     pq.write_table(pa.Table.from_pylist(rows), second)
     first = tmp_path / "first.parquet"
-    pq.write_table(pa.Table.from_pylist([dict(r, extra_info=dict(r["extra_info"], index=100 + r["extra_info"]["index"]))
-                                         for r in good]), first)
+    pq.write_table(
+        pa.Table.from_pylist(
+            [dict(r, extra_info=dict(r["extra_info"], index=100 + r["extra_info"]["index"])) for r in good]
+        ),
+        first,
+    )
     trainer = _loader(tmp_path, [str(first), str(second)])
     loaded = read(first) + read(second)
     with pytest.raises(ValueError) as e:
@@ -644,11 +776,15 @@ def test_score_cache_refused_unless_it_matches(src, tmp_path):
     # ... and copied / renamed onto this run's name it is refused, naming what differs
     other_model.score_cache(rows).save(_score_table([0, 1, 2, 3]))
     os.replace(other_model.score_cache(rows).path, cache.path)
-    with pytest.raises(ValueError, match=r"it was built for key .*differing: model: cache 'model-b' vs this run 'model-a'"):
+    with pytest.raises(
+        ValueError, match=r"it was built for key .*differing: model: cache 'model-b' vs this run 'model-a'"
+    ):
         trainer.semantic_entropy_table(rows)
     trainer.score_cache(edited).save(_score_table([0, 1, 2, 3]))
     os.replace(trainer.score_cache(edited).path, cache.path)
-    with pytest.raises(ValueError, match=r"differing: data: cache '[0-9a-f]{24}-4' vs this run '[0-9a-f]{24}-4'.*not applied"):
+    with pytest.raises(
+        ValueError, match=r"differing: data: cache '[0-9a-f]{24}-4' vs this run '[0-9a-f]{24}-4'.*not applied"
+    ):
         trainer.semantic_entropy_table(rows)
     t = _loader(tmp_path, path)
     t.rl.scoring.temperature = 0.6
@@ -661,10 +797,16 @@ def test_score_cache_refused_unless_it_matches(src, tmp_path):
     bad_tables = [
         (_score_table([0, 1, 2]), r"has 3 rows \(column 'row' must be 0..3\), the dataset 4"),
         (_score_table([0, 1, 7, 3]), r"row 2: field 'index' is 7, the dataset's extra_info.index is 2"),
-        (_score_table([0, 1, 2, 3], se=[0.1, float("nan"), 0.2, 0.3]), r"row 1: field 'semantic_entropy' is nan, must be finite and >= 0"),
+        (
+            _score_table([0, 1, 2, 3], se=[0.1, float("nan"), 0.2, 0.3]),
+            r"row 1: field 'semantic_entropy' is nan, must be finite and >= 0",
+        ),
         (_score_table([0, 1, 2, 3], se=[0.1, 0.2, -0.5, 0.3]), r"row 2: field 'semantic_entropy' is -0.5"),
         (_score_table([0, 1, 2, 3], se=[0.1, 0.2, 0.3, float("inf")]), r"row 3: field 'semantic_entropy' is inf"),
-        (_score_table([0, 1, 2, 3]).assign(pass_rate=[0.5, 1.5, 0, 0]), r"row 1: field 'pass_rate' is 1.5, must be in \[0, 1\]"),
+        (
+            _score_table([0, 1, 2, 3]).assign(pass_rate=[0.5, 1.5, 0, 0]),
+            r"row 1: field 'pass_rate' is 1.5, must be in \[0, 1\]",
+        ),
     ]
     for table, msg in bad_tables:
         cache.save(table)

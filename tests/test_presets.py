@@ -24,11 +24,30 @@ def compose_cfg(*overrides):
 
 
 def test_all_paper_rows_have_a_preset():
-    want = {"grpo", "entropy_bonus", "clip_cov", "kl_cov", "clip_higher", "sent", "sent_token_only",
-            "sent_curriculum_only", "aer", "aer_no_alloc", "aer_no_anchor", "aer_fixed_alpha", "sent_aer"}
+    want = {
+        "grpo",
+        "entropy_bonus",
+        "clip_cov",
+        "kl_cov",
+        "clip_higher",
+        "sent",
+        "sent_token_only",
+        "sent_curriculum_only",
+        "aer",
+        "aer_no_alloc",
+        "aer_no_anchor",
+        "aer_fixed_alpha",
+        "sent_aer",
+    }
     assert want <= set(METHODS)
-    assert {"r1_distill_qwen_1.5b", "qwen2.5_math_7b", "qwen3_14b", "qwen2.5_0.5b_1gpu", "qwen3_4b_base",
-            "qwen3_8b_base"} <= set(MODELS)
+    assert {
+        "r1_distill_qwen_1.5b",
+        "qwen2.5_math_7b",
+        "qwen3_14b",
+        "qwen2.5_0.5b_1gpu",
+        "qwen3_4b_base",
+        "qwen3_8b_base",
+    } <= set(MODELS)
 
 
 @pytest.mark.parametrize("method", METHODS)

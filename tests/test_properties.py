@@ -133,13 +133,17 @@ def check_selection(batch, cfg: SentKLConfig) -> bool:
     # the reference's sets; then still a correct top-k / bottom-k up to float32 rounding.
     lp, ad = logp.tolist(), adv.tolist()
     pair = {(b, t): (lp[b][t], ad[b][t]) for b, t in low}
-    tol = 1e-4 * (1 + max((abs(x) for x, _ in pair.values()), default=0)) * (
-        1 + max((abs(a) for _, a in pair.values()), default=0))
+    tol = (
+        1e-4
+        * (1 + max((abs(x) for x, _ in pair.values()), default=0))
+        * (1 + max((abs(a) for _, a in pair.values()), default=0))
+    )
     ref = {s: {(b, t) for b, t in low if want[b][t] == s} for s in (TOKEN_LOW_COV, TOKEN_HIGH_COV)}
     ambiguous = _straddles(ref[TOKEN_HIGH_COV], set(low) - ref[TOKEN_HIGH_COV], cov, pair, tol)
     if cfg.mode == "release":
         bottom = sorted(low, key=lambda bt: (cov[bt], bt))[:k]
         ambiguous |= _straddles(set(bottom), set(low) - set(bottom), cov, pair, tol)
+
     # Whatever the case, the sets are exactly the first k of a stable sort (ties by position)
     # of the float32 Cov the implementation sorts (its formula, recomputed here).
     def cov32(low_tokens):
@@ -225,10 +229,16 @@ def curricula(draw):
     }
     stop = draw(st.integers(0, n * cur["stage_epochs"]))
     # adaptive updates: (after how many yielded, rows, fresh scores)
-    updates = draw(st.lists(st.tuples(st.integers(0, n * cur["stage_epochs"]),
-                                      st.lists(st.integers(0, n - 1), min_size=1, max_size=n),
-                                      st.lists(st.floats(0.0, 5.0, allow_nan=False), min_size=n, max_size=n)),
-                            max_size=3))
+    updates = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, n * cur["stage_epochs"]),
+                st.lists(st.integers(0, n - 1), min_size=1, max_size=n),
+                st.lists(st.floats(0.0, 5.0, allow_nan=False), min_size=n, max_size=n),
+            ),
+            max_size=3,
+        )
+    )
     return scores, cur, stop, sorted(updates, key=lambda u: u[0])
 
 
@@ -339,12 +349,14 @@ def check_aer_coefficient_bound(acc: list[float], cfg_kw: dict, alpha: float) ->
 @bounded(300)
 @given(
     acc=st.lists(st.one_of(st.sampled_from([0.0, 1.0]), st.floats(0.0, 1.0)), min_size=1, max_size=300),
-    cfg_kw=st.fixed_dictionaries({
-        "allocation": st.sampled_from(["linear", "threshold", "none"]),
-        "normalize_weights": st.booleans(),
-        "alpha_max": st.floats(0.0, 1.0),
-        "w_max": st.floats(1.0, 50.0),
-    }),
+    cfg_kw=st.fixed_dictionaries(
+        {
+            "allocation": st.sampled_from(["linear", "threshold", "none"]),
+            "normalize_weights": st.booleans(),
+            "alpha_max": st.floats(0.0, 1.0),
+            "w_max": st.floats(1.0, 50.0),
+        }
+    ),
     alpha=st.floats(0.0, 1.0),
 )
 def test_aer_coefficient_never_exceeds_alpha_max_times_w_max(acc, cfg_kw, alpha):

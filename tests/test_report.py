@@ -25,13 +25,27 @@ def _record(method: str, step: int) -> dict:
     h = 0.6 * (1 - collapse * t)
     d = {"actor/entropy": h, "critic/score/mean": 0.3 + 0.4 * t, "actor/pg_loss": 0.01 * math.sin(step)}
     if method in ("sent", "sent_aer"):
-        d.update({"actor/sent/low_entropy_frac": 0.8, "actor/sent/high_cov_frac": 2e-4,
-                  "actor/sent/low_cov_frac": 2e-4, "actor/sent/kl_low_entropy": 0.01 * t,
-                  "actor/sent/kl_high_cov": 0.05 * t, "actor/sent/kl_low_cov": 0.002 * t,
-                  "curriculum/batch_semantic_entropy": 0.2 + 0.8 * t, "curriculum/stage": float(step * 3 // (STEPS + 1))})
+        d.update(
+            {
+                "actor/sent/low_entropy_frac": 0.8,
+                "actor/sent/high_cov_frac": 2e-4,
+                "actor/sent/low_cov_frac": 2e-4,
+                "actor/sent/kl_low_entropy": 0.01 * t,
+                "actor/sent/kl_high_cov": 0.05 * t,
+                "actor/sent/kl_low_cov": 0.002 * t,
+                "curriculum/batch_semantic_entropy": 0.2 + 0.8 * t,
+                "curriculum/stage": float(step * 3 // (STEPS + 1)),
+            }
+        )
     if method == "sent_aer":
-        d.update({"aer/alpha": 0.05 + 0.01 * math.sin(step / 3), "aer/h0": 0.6, "aer/target_entropy": 0.48,
-                  "aer/entropy": h + 0.01 * math.cos(step)})
+        d.update(
+            {
+                "aer/alpha": 0.05 + 0.01 * math.sin(step / 3),
+                "aer/h0": 0.6,
+                "aer/target_entropy": 0.48,
+                "aer/entropy": h + 0.01 * math.cos(step),
+            }
+        )
     return d
 
 
@@ -67,11 +81,20 @@ def runs_dir(tmp_path):
     write_run(d / "sent.jsonl", "sent")
     write_run(d / "sent_aer.jsonl", "sent_aer", steps=22, torn=True)  # died at step 23
     (d / "sent_aer").mkdir()
-    (d / "sent_aer" / "eval.json").write_text(json.dumps({
-        "config": {"ks": [1, 4, 16]},
-        "summary": {"ks": [1, 4, 16],
-                    "benchmarks": {"math500": {"avg@1": 0.6, "pass@1": 0.6, "pass@4": 0.75, "pass@16": 0.86},
-                                   "aime24": {"avg@1": 0.2, "pass@1": 0.2, "pass@4": 0.33, "pass@16": 0.5}}}}))
+    (d / "sent_aer" / "eval.json").write_text(
+        json.dumps(
+            {
+                "config": {"ks": [1, 4, 16]},
+                "summary": {
+                    "ks": [1, 4, 16],
+                    "benchmarks": {
+                        "math500": {"avg@1": 0.6, "pass@1": 0.6, "pass@4": 0.75, "pass@16": 0.86},
+                        "aime24": {"avg@1": 0.2, "pass@1": 0.2, "pass@4": 0.33, "pass@16": 0.5},
+                    },
+                },
+            }
+        )
+    )
     return d
 
 
@@ -154,11 +177,30 @@ def test_clear_errors(tmp_path):
 
 
 def test_command_line(runs_dir, tmp_path):
-    p = subprocess.run([sys.executable, "-m", "entropy_rl.report", str(runs_dir), "--out", str(tmp_path / "r"),
-                        "--labels", "GRPO", "SENT", "SENT+AER"], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "entropy_rl.report",
+            str(runs_dir),
+            "--out",
+            str(tmp_path / "r"),
+            "--labels",
+            "GRPO",
+            "SENT",
+            "SENT+AER",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert "[report] page: " in p.stdout and "plotted up to step 22" in p.stderr
     assert "SENT+AER" in (tmp_path / "r" / "index.html").read_text()
-    p = subprocess.run([sys.executable, "-m", "entropy_rl.report", str(tmp_path / "nothing")],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "entropy_rl.report", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2 and "error:" in p.stderr and "nothing: no such file" in p.stderr

@@ -21,8 +21,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import random
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -33,15 +33,14 @@ from omegaconf import OmegaConf, open_dict
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from entropy_rl.curriculum import CurriculumConfig, SemanticEntropyCurriculumSampler
-from recipe.sent import adapter
-from recipe.sent.adapter import (
+from recipe.sent import checkpoint
+from recipe.sent.adapter import EntropyRLTrainer, curriculum_kwargs
+from recipe.sent.checkpoint import (
     MANIFEST_FILE,
     SAVING_FILE,
     STATE_FILE,
     TRACKER_FILE,
-    EntropyRLTrainer,
     choose_checkpoint,
-    curriculum_kwargs,
     validate_checkpoint,
 )
 from recipe.sent.hooks import FIELD_ENTROPY_COEF, EntropyHooks
@@ -62,13 +61,23 @@ class Killed(Exception):
 @pytest.fixture(scope="module")
 def base_cfg():
     with initialize_config_dir(config_dir=CONF, version_base=None):
-        cfg = compose(config_name="entropy_rl", overrides=[
-            "method=sent_aer", "entropy_rl.curriculum.adaptive=true", "entropy_rl.curriculum.num_stages=2",
-            "entropy_rl.curriculum.stage_epochs=1",  # a pass per stage: 3 epochs cross both stages 3 times
-            f"data.train_batch_size={BATCH}", f"trainer.save_freq={SAVE_FREQ}", f"trainer.total_epochs={EPOCHS}",
-            "entropy_rl.token_kl.cov_fraction=0.05", "entropy_rl.aer.anchor_steps=3", "entropy_rl.aer.alpha_max=0.5",
-            "entropy_rl.aer.rho=0.8", "trainer.resume_mode=auto",
-        ])
+        cfg = compose(
+            config_name="entropy_rl",
+            overrides=[
+                "method=sent_aer",
+                "entropy_rl.curriculum.adaptive=true",
+                "entropy_rl.curriculum.num_stages=2",
+                "entropy_rl.curriculum.stage_epochs=1",  # a pass per stage: 3 epochs cross both stages 3 times
+                f"data.train_batch_size={BATCH}",
+                f"trainer.save_freq={SAVE_FREQ}",
+                f"trainer.total_epochs={EPOCHS}",
+                "entropy_rl.token_kl.cov_fraction=0.05",
+                "entropy_rl.aer.anchor_steps=3",
+                "entropy_rl.aer.alpha_max=0.5",
+                "entropy_rl.aer.rho=0.8",
+                "trainer.resume_mode=auto",
+            ],
+        )
     return cfg
 
 
@@ -101,7 +110,10 @@ class FakeActor:
 
     def save_checkpoint(self, local_path, remote_path, global_step, max_ckpt_to_keep=None):
         os.makedirs(local_path, exist_ok=True)
-        torch.save({"weights": self.proc.weights.clone(), "step": global_step}, os.path.join(local_path, os.path.basename(SHARD)))
+        torch.save(
+            {"weights": self.proc.weights.clone(), "step": global_step},
+            os.path.join(local_path, os.path.basename(SHARD)),
+        )
         if self.fail_after_shard:
             raise Killed("during veRL's save, after the shards")
 
@@ -120,8 +132,9 @@ class Process:
         self.sampler = SemanticEntropyCurriculumSampler(frame, CurriculumConfig(**curriculum_kwargs(cfg)))
         self.hooks.sampler = self.sampler
         # as RayPPOTrainer._create_dataloader builds it
-        self.dataloader = StatefulDataLoader(IdxDataset(), batch_size=BATCH, num_workers=0, drop_last=True,
-                                             sampler=self.sampler)
+        self.dataloader = StatefulDataLoader(
+            IdxDataset(), batch_size=BATCH, num_workers=0, drop_last=True, sampler=self.sampler
+        )
         self.weights = torch.zeros(3, dtype=torch.float64)
         self.actor = FakeActor(self)
         self.resumed_at = None
@@ -133,10 +146,16 @@ class Process:
     def snapshot(self) -> dict:
         aer = self.hooks.aer
         return {
-            "aer": aer.state_dict(), "alpha": aer.alpha, "h0": aer.h0, "target": aer.target,
-            "se_table": dict(self.hooks.se_table), "acc_table": dict(self.hooks.acc_table),
-            "scores": self.sampler.scores.tolist(), "stage": self.sampler.current_stage,
-            "epoch": self.sampler.epoch, "weights": self.weights.tolist(),
+            "aer": aer.state_dict(),
+            "alpha": aer.alpha,
+            "h0": aer.h0,
+            "target": aer.target,
+            "se_table": dict(self.hooks.se_table),
+            "acc_table": dict(self.hooks.acc_table),
+            "scores": self.sampler.scores.tolist(),
+            "stage": self.sampler.current_stage,
+            "epoch": self.sampler.epoch,
+            "weights": self.weights.tolist(),
         }
 
 
@@ -156,8 +175,17 @@ def synthetic_batch(step: int, rows: list[int]) -> dict:
     uids = [f"{step}-{r}" for r in rows for _ in range(N_ROLL)]
     per_resp_rows = [r for r in rows for _ in range(N_ROLL)]
     seq_lp = (old_lp * mask).sum(-1).double().tolist()
-    return dict(entropy=entropy, old_log_prob=old_lp, advantages=adv, response_mask=mask, correct=correct,
-                uids=uids, rows=per_resp_rows, preds=preds, seq_logprobs=seq_lp)
+    return dict(
+        entropy=entropy,
+        old_log_prob=old_lp,
+        advantages=adv,
+        response_mask=mask,
+        correct=correct,
+        uids=uids,
+        rows=per_resp_rows,
+        preds=preds,
+        seq_logprobs=seq_lp,
+    )
 
 
 def fit(proc: Process, ref: dict | None, seen: dict, kill: tuple[int, str] | None = None):
@@ -175,12 +203,15 @@ def fit(proc: Process, ref: dict | None, seen: dict, kill: tuple[int, str] | Non
             rows = batch.tolist()
             fields, _ = proc.hooks.on_batch(**synthetic_batch(step, rows))
             proc.weights = proc.weights * 0.5 + torch.stack(
-                [fields[FIELD_ENTROPY_COEF].double().sum(), torch.tensor(float(step)), torch.tensor(float(sum(rows)))])
+                [fields[FIELD_ENTROPY_COEF].double().sum(), torch.tensor(float(step)), torch.tensor(float(sum(rows)))]
+            )
             snap = dict(proc.snapshot(), rows=rows)
             if ref is None:
                 seen[step] = snap
             else:
-                assert snap == ref[step], f"step {step} after a resume from step {start} differs from the uninterrupted run"
+                assert snap == ref[step], (
+                    f"step {step} after a resume from step {start} differs from the uninterrupted run"
+                )
                 seen[step] = snap
             is_last = step >= TOTAL
             if kill == (step, "between_steps"):
@@ -199,17 +230,17 @@ def save(proc: Process, step: int, kill):
     root = proc.cfg.trainer.default_local_dir
     if mode == "in_verl_save":  # shards written, no data.pt, no tracker
         proc.actor.fail_after_shard = True
-    real_finish = adapter.finish_checkpoint
+    real_finish = checkpoint.finish_checkpoint
 
     def finish_killed(*a, **k):  # veRL wrote the tracker; the process dies before our manifest
         raise Killed("after veRL's tracker, before the manifest")
 
     if mode == "before_manifest":
-        adapter.finish_checkpoint = finish_killed
+        checkpoint.finish_checkpoint = finish_killed
     try:
         proc.trainer._save_checkpoint()
     finally:
-        adapter.finish_checkpoint = real_finish
+        checkpoint.finish_checkpoint = real_finish
         proc.actor.fail_after_shard = False
     if mode == "after_save":
         raise Killed(step)
@@ -335,7 +366,7 @@ def test_save_writes_state_before_the_tracker_and_manifest_last(base_cfg, tmp_pa
     def named():
         return tracker.read_text() if tracker.exists() else None
 
-    real_save, real_manifest = proc.actor.save_checkpoint, adapter.write_manifest
+    real_save, real_manifest = proc.actor.save_checkpoint, checkpoint.write_manifest
 
     def save_shards(local_path, *a, **k):  # veRL's part starts: our state is already complete on disk
         step_dir = Path(local_path).parent
@@ -348,7 +379,7 @@ def test_save_writes_state_before_the_tracker_and_manifest_last(base_cfg, tmp_pa
         return real_manifest(step_dir, *a, **k)
 
     monkeypatch.setattr(proc.actor, "save_checkpoint", save_shards)
-    monkeypatch.setattr(adapter, "write_manifest", manifest)
+    monkeypatch.setattr(checkpoint, "write_manifest", manifest)
     try:
         fit(proc, None, {}, (4, "after_save"))
     except Killed:
@@ -375,14 +406,28 @@ def test_truncated_or_corrupt_files_fall_back_to_the_previous_checkpoint(base_cf
 
     size = {rel: (tmp_path / "global_step_6" / rel).stat().st_size for rel in (STATE_FILE, "data.pt", SHARD)}
     faults = [
-        (lambda: os.truncate(tmp_path / "global_step_6" / STATE_FILE, 10),
-         f"{STATE_FILE} has 10 bytes, the manifest says {size[STATE_FILE]} (truncated?)"),
-        (lambda: os.truncate(tmp_path / "global_step_6" / "data.pt", 0), f"data.pt has 0 bytes, the manifest says {size['data.pt']}"),
-        (lambda: os.truncate(tmp_path / "global_step_6" / SHARD, 100), f"{SHARD} has 100 bytes, the manifest says {size[SHARD]}"),
+        (
+            lambda: os.truncate(tmp_path / "global_step_6" / STATE_FILE, 10),
+            f"{STATE_FILE} has 10 bytes, the manifest says {size[STATE_FILE]} (truncated?)",
+        ),
+        (
+            lambda: os.truncate(tmp_path / "global_step_6" / "data.pt", 0),
+            f"data.pt has 0 bytes, the manifest says {size['data.pt']}",
+        ),
+        (
+            lambda: os.truncate(tmp_path / "global_step_6" / SHARD, 100),
+            f"{SHARD} has 100 bytes, the manifest says {size[SHARD]}",
+        ),
         (lambda: os.remove(tmp_path / "global_step_6" / SHARD), f"{SHARD} is missing"),
-        (lambda: flip_byte(tmp_path / "global_step_6" / STATE_FILE), f"{STATE_FILE} does not match its sha256 in the manifest"),
+        (
+            lambda: flip_byte(tmp_path / "global_step_6" / STATE_FILE),
+            f"{STATE_FILE} does not match its sha256 in the manifest",
+        ),
         (lambda: os.remove(tmp_path / "global_step_6" / MANIFEST_FILE), f"no {MANIFEST_FILE} (an older entropy-rl"),
-        (lambda: (tmp_path / "global_step_6" / MANIFEST_FILE).write_text('{"version": 1, "fil'), f"{MANIFEST_FILE} is unreadable"),
+        (
+            lambda: (tmp_path / "global_step_6" / MANIFEST_FILE).write_text('{"version": 1, "fil'),
+            f"{MANIFEST_FILE} is unreadable",
+        ),
     ]
     for fault, why in faults:
         restore()
@@ -395,7 +440,7 @@ def test_truncated_or_corrupt_files_fall_back_to_the_previous_checkpoint(base_cf
     # a state file that matches its manifest but does not unpickle (written corrupt)
     restore()
     (tmp_path / "global_step_6" / STATE_FILE).write_bytes(b"PK\x03\x04 not a torch file")
-    adapter.write_manifest(last)
+    checkpoint.write_manifest(last)
     assert validate_checkpoint(last)[0].startswith(f"{STATE_FILE} cannot be loaded (")
     # both the tracker's step and the one before bad: the newest good one, every bad one named
     os.truncate(tmp_path / "global_step_4" / "data.pt", 3)
@@ -415,15 +460,21 @@ def test_truncated_or_corrupt_files_fall_back_to_the_previous_checkpoint(base_cf
         (tmp_path / f"global_step_{k}" / SAVING_FILE).write_text("")
     (tmp_path / TRACKER_FILE).write_text("6")
     chosen, (warning,) = choose_checkpoint(root)
-    assert chosen is None and warning.startswith(f"[entropy-rl] WARNING: no finished checkpoint in {root}, training from step 0")
-    assert [f"global_step_{k} is incomplete or corrupt: no {MANIFEST_FILE}: the save was cut short" in warning
-            for k in (6, 4, 2)] == [True] * 3
+    assert chosen is None and warning.startswith(
+        f"[entropy-rl] WARNING: no finished checkpoint in {root}, training from step 0"
+    )
+    assert [
+        f"global_step_{k} is incomplete or corrupt: no {MANIFEST_FILE}: the save was cut short" in warning
+        for k in (6, 4, 2)
+    ] == [True] * 3
     # nothing usable and a step that finished (no marker: an older entropy-rl's, or torn): an
     # error naming every bad one — a restart from step 0 would later overwrite those folders
     os.remove(tmp_path / "global_step_4" / SAVING_FILE)
     with pytest.raises(RuntimeError, match=f"no usable checkpoint in {root}") as err:
         choose_checkpoint(root)
-    assert [f"global_step_{k} is incomplete or corrupt: no {MANIFEST_FILE}" in str(err.value) for k in (6, 4, 2)] == [True] * 3
+    assert [f"global_step_{k} is incomplete or corrupt: no {MANIFEST_FILE}" in str(err.value) for k in (6, 4, 2)] == [
+        True
+    ] * 3
     assert "trainer.resume_mode=disable" in str(err.value)
     proc = Process(config_in(base_cfg, tmp_path))
     with pytest.raises(RuntimeError, match="no usable checkpoint"):
@@ -476,18 +527,24 @@ def test_trainer_load_makes_verl_load_the_chosen_checkpoint(base_cfg, tmp_path, 
 
 def test_state_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "global_step_1" / STATE_FILE
-    adapter.write_atomic(str(path), lambda f: f.write(b"old"))
+    checkpoint.write_atomic(str(path), lambda f: f.write(b"old"))
 
     def dies(obj, f):
         f.write(b"half of the new")
         raise Killed("mid-write")
 
-    monkeypatch.setattr(adapter.torch, "save", dies)
-    hooks = EntropyHooks(OmegaConf.create({
-        "token_kl": {"enable": False, "selection": "batch"}, "aer": {"enable": False},
-        "curriculum": {"enable": False, "adaptive": False, "adaptive_ema": 0.5}}))
+    monkeypatch.setattr(checkpoint.torch, "save", dies)
+    hooks = EntropyHooks(
+        OmegaConf.create(
+            {
+                "token_kl": {"enable": False, "selection": "batch"},
+                "aer": {"enable": False},
+                "curriculum": {"enable": False, "adaptive": False, "adaptive_ema": 0.5},
+            }
+        )
+    )
     with pytest.raises(Killed):
-        adapter.save_entropy_rl_state(str(path.parent), hooks, None)
+        checkpoint.save_entropy_rl_state(str(path.parent), hooks, None)
     assert path.read_bytes() == b"old" and sorted(p.name for p in path.parent.iterdir()) == [SAVING_FILE, STATE_FILE]
 
 
@@ -498,12 +555,12 @@ def test_async_save_manifest_lists_only_finished_files(tmp_path):
     (step / "actor").mkdir(parents=True)
     (step / "actor" / "shard.pt").write_bytes(b"in flight")
     (step / "data.pt").write_bytes(b"d")
-    adapter.write_atomic(str(step / STATE_FILE), lambda f: torch.save({"hooks": {}}, f))
-    adapter.finish_checkpoint(str(step), 3, async_shards=True)
+    checkpoint.write_atomic(str(step / STATE_FILE), lambda f: torch.save({"hooks": {}}, f))
+    checkpoint.finish_checkpoint(str(step), 3, async_shards=True)
     manifest = json.loads((step / MANIFEST_FILE).read_text())
     assert sorted(manifest["files"]) == ["data.pt", STATE_FILE] and not (tmp_path / TRACKER_FILE).exists()
     (step / "actor" / "shard.pt").write_bytes(b"in flight, now longer")
     assert validate_checkpoint(str(step)) == []
-    adapter.finish_checkpoint(str(step), 3)
+    checkpoint.finish_checkpoint(str(step), 3)
     assert "actor/shard.pt" in json.loads((step / MANIFEST_FILE).read_text())["files"]
     assert (tmp_path / TRACKER_FILE).read_text() == "3"

@@ -100,9 +100,36 @@ def test_number_grouping_gives_the_pairwise_classes():
     from entropy_rl.answers import is_equivalent, normalize_answer
 
     rng = random.Random(3)
-    pool = ["3", "3.0", "03", "-3", "0.5", "\\frac{1}{2}", "1/2", "\\frac{2}{4}", "1/3", "0.333333",
-            "0.3333333", "2", "2.000001", "2.0001", "7", "\\sqrt{4}", "x+1", "1+x", "\\frac{\\sqrt{3}}{2}",
-            "0.866025", None, "1000", "1,000", "10^3", "12", "12.5", "25/2", "\\text{12}"]
+    pool = [
+        "3",
+        "3.0",
+        "03",
+        "-3",
+        "0.5",
+        "\\frac{1}{2}",
+        "1/2",
+        "\\frac{2}{4}",
+        "1/3",
+        "0.333333",
+        "0.3333333",
+        "2",
+        "2.000001",
+        "2.0001",
+        "7",
+        "\\sqrt{4}",
+        "x+1",
+        "1+x",
+        "\\frac{\\sqrt{3}}{2}",
+        "0.866025",
+        None,
+        "1000",
+        "1,000",
+        "10^3",
+        "12",
+        "12.5",
+        "25/2",
+        "\\text{12}",
+    ]
     for _ in range(4):
         answers = [rng.choice(pool) for _ in range(24)]
         fast = cluster_answers(answers)

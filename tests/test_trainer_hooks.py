@@ -13,16 +13,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-
-from entropy_rl.reward import compute_score
-from recipe.sent.adapter import EntropyRLTrainer, initial_sampler
-from recipe.sent.hooks import FIELD_ENTROPY_COEF, FIELD_TOKEN_SET
-from tests.tiny import make_model, make_tokenizer
 from verl import DataProto
 from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
 from verl.trainer.ppo.ray_trainer import Role
 from verl.trainer.ppo.utils import create_rl_dataset
 from verl.utils.dataset.rl_dataset import collate_fn
+
+from entropy_rl.reward import compute_score
+from recipe.sent.adapter import EntropyRLTrainer, initial_sampler
+from recipe.sent.hooks import FIELD_ENTROPY_COEF, FIELD_TOKEN_SET
+from tests.tiny import make_model, make_tokenizer
 
 CONF = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "conf"))
 N_ROWS, BATCH, N_ROLL, RESP = 12, 4, 4, 8
@@ -37,18 +37,26 @@ class TinyRollout:
     def generate_sequences(self, gen: DataProto) -> DataProto:
         self.calls += 1
         # as veRL's agent loop: the chat template on raw_prompt, prompts left-padded
-        texts = [self.tok.apply_chat_template(list(m), add_generation_prompt=True, tokenize=False)
-                 for m in gen.non_tensor_batch["raw_prompt"]]
+        texts = [
+            self.tok.apply_chat_template(list(m), add_generation_prompt=True, tokenize=False)
+            for m in gen.non_tensor_batch["raw_prompt"]
+        ]
         enc = self.tok(texts, return_tensors="pt", padding=True)
         ids, am = enc["input_ids"], enc["attention_mask"]
         torch.manual_seed(1000 + int(gen.meta_info.get("global_steps", 0)))
         with torch.no_grad():
             out = self.model.generate(
-                input_ids=ids, attention_mask=am, max_new_tokens=RESP, do_sample=True, top_k=0,
-                pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id,
-                output_scores=True, return_dict_in_generate=True,
+                input_ids=ids,
+                attention_mask=am,
+                max_new_tokens=RESP,
+                do_sample=True,
+                top_k=0,
+                pad_token_id=self.tok.pad_token_id,
+                eos_token_id=self.tok.eos_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,
             )
-        resp = out.sequences[:, ids.shape[1]:]
+        resp = out.sequences[:, ids.shape[1] :]
         resp = torch.nn.functional.pad(resp, (0, RESP - resp.shape[1]), value=self.tok.pad_token_id)
         lp = torch.stack([torch.log_softmax(s, -1) for s in out.scores], 1)
         lp = torch.nn.functional.pad(lp, (0, 0, 0, RESP - lp.shape[1]))
@@ -60,9 +68,14 @@ class TinyRollout:
         attention = torch.cat([am, mask], 1)
         # the agent loop returns the request's non-tensor fields with the rollouts
         return DataProto.from_single_dict(
-            data={**dict(gen.non_tensor_batch),
-                "prompts": ids, "responses": resp, "response_mask": mask, "rollout_log_probs": tok_lp * mask,
-                "input_ids": torch.cat([ids, resp], 1), "attention_mask": attention,
+            data={
+                **dict(gen.non_tensor_batch),
+                "prompts": ids,
+                "responses": resp,
+                "response_mask": mask,
+                "rollout_log_probs": tok_lp * mask,
+                "input_ids": torch.cat([ids, resp], 1),
+                "attention_mask": attention,
                 "position_ids": torch.clamp(torch.cumsum(attention, 1) - 1, min=0),
             },
         )
@@ -95,11 +108,15 @@ def tiny(tmp_path_factory):
     rows = []
     questions = ["What is 1 + 2 ?", "Solve x = 1", "What is 3 ?", "so what is x ?", "1 + 1 = ?", "the answer ?"]
     for i in range(N_ROWS):
-        rows.append({
-            "data_source": "tiny", "prompt": [{"role": "user", "content": questions[i % 6] + " " + str(1 + i % 3)}],
-            "ability": "math", "reward_model": {"style": "rule", "ground_truth": ["1", "0.5", "3"][i % 3]},
-            "extra_info": {"index": 100 + i, "split": "train"},
-        })
+        rows.append(
+            {
+                "data_source": "tiny",
+                "prompt": [{"role": "user", "content": questions[i % 6] + " " + str(1 + i % 3)}],
+                "ability": "math",
+                "reward_model": {"style": "rule", "ground_truth": ["1", "0.5", "3"][i % 3]},
+                "extra_info": {"index": 100 + i, "split": "train"},
+            }
+        )
     path = str(root / "train.parquet")
     pd.DataFrame(rows).to_parquet(path)
     return {"root": root, "tok": tok, "model": model, "train": path}
@@ -107,17 +124,29 @@ def tiny(tmp_path_factory):
 
 def make_config(tiny, tmp, method="sent_aer", *extra):
     with initialize_config_dir(config_dir=CONF, version_base=None):
-        cfg = compose(config_name="entropy_rl", overrides=[
-            f"method={method}", f"data.train_files={tiny['train']}", f"data.val_files={tiny['train']}",
-            f"actor_rollout_ref.model.path={tiny['root'] / 'model'}", f"data.train_batch_size={BATCH}",
-            f"actor_rollout_ref.rollout.n={N_ROLL}", "data.max_prompt_length=16", f"data.max_response_length={RESP}",
-            "data.filter_overlong_prompts=false", f"entropy_rl.scoring.cache_dir={tmp / 'cache'}",
-            f"trainer.default_local_dir={tmp / 'ckpt'}", "entropy_rl.scoring.n_samples=6",
-            "entropy_rl.token_kl.cov_fraction=0.05", "entropy_rl.aer.anchor_steps=1",
-            # one pass per stage: 12 rows then cross both stages in 3 steps (the presets' 5 passes
-            # per stage are tested in tests/test_paper_presets.py)
-            "entropy_rl.curriculum.stage_epochs=1", *extra,
-        ])
+        cfg = compose(
+            config_name="entropy_rl",
+            overrides=[
+                f"method={method}",
+                f"data.train_files={tiny['train']}",
+                f"data.val_files={tiny['train']}",
+                f"actor_rollout_ref.model.path={tiny['root'] / 'model'}",
+                f"data.train_batch_size={BATCH}",
+                f"actor_rollout_ref.rollout.n={N_ROLL}",
+                "data.max_prompt_length=16",
+                f"data.max_response_length={RESP}",
+                "data.filter_overlong_prompts=false",
+                f"entropy_rl.scoring.cache_dir={tmp / 'cache'}",
+                f"trainer.default_local_dir={tmp / 'ckpt'}",
+                "entropy_rl.scoring.n_samples=6",
+                "entropy_rl.token_kl.cov_fraction=0.05",
+                "entropy_rl.aer.anchor_steps=1",
+                # one pass per stage: 12 rows then cross both stages in 3 steps (the presets' 5 passes
+                # per stage are tested in tests/test_paper_presets.py)
+                "entropy_rl.curriculum.stage_epochs=1",
+                *extra,
+            ],
+        )
     OmegaConf.resolve(cfg)
     return cfg
 
@@ -125,8 +154,13 @@ def make_config(tiny, tmp, method="sent_aer", *extra):
 def build_trainer(tiny, cfg):
     ds = create_rl_dataset(cfg.data.train_files, cfg.data, tiny["tok"], None, is_train=True)
     trainer = EntropyRLTrainer(
-        config=cfg, tokenizer=tiny["tok"], role_worker_mapping={Role.ActorRolloutRef: object},
-        resource_pool_manager=None, train_dataset=ds, val_dataset=ds, collate_fn=collate_fn,
+        config=cfg,
+        tokenizer=tiny["tok"],
+        role_worker_mapping={Role.ActorRolloutRef: object},
+        resource_pool_manager=None,
+        train_dataset=ds,
+        val_dataset=ds,
+        collate_fn=collate_fn,
         train_sampler=initial_sampler(cfg, ds),
     )
     trainer.async_rollout_manager = TinyRollout(tiny["model"], tiny["tok"])
@@ -138,13 +172,17 @@ def build_trainer(tiny, cfg):
 def make_step_batch(trainer, tiny, batch_dict, step):
     """What fit() holds right before _update_actor: rollouts, rewards, old log-probs, advantages."""
     batch = DataProto.from_single_dict(batch_dict)
-    batch.non_tensor_batch["uid"] = np.array([str(uuid.UUID(int=step * 1000 + i)) for i in range(len(batch))], dtype=object)
+    batch.non_tensor_batch["uid"] = np.array(
+        [str(uuid.UUID(int=step * 1000 + i)) for i in range(len(batch))], dtype=object
+    )
     gen = trainer._get_gen_batch(batch)
     gen.meta_info["global_steps"] = step
     out = trainer.async_rollout_manager.generate_sequences(gen.repeat(N_ROLL, interleave=True))
     batch = batch.repeat(N_ROLL, interleave=True).union(out)
-    texts = [tiny["tok"].decode(r[m != 0].tolist(), skip_special_tokens=True)
-             for r, m in zip(batch.batch["responses"], batch.batch["response_mask"])]
+    texts = [
+        tiny["tok"].decode(r[m != 0].tolist(), skip_special_tokens=True)
+        for r, m in zip(batch.batch["responses"], batch.batch["response_mask"])
+    ]
     res = [compute_score("tiny", t, rm["ground_truth"]) for t, rm in zip(texts, batch.non_tensor_batch["reward_model"])]
     mask = batch.batch["response_mask"]
     scores = torch.zeros(mask.shape)
@@ -224,9 +262,15 @@ def test_step_hooks_attach_fields_and_metrics(tiny, tmp_path):
     coef = batch.batch[FIELD_ENTROPY_COEF]
     assert coef.shape == mask.shape and torch.all(coef[mask == 0] == 0)
     assert trainer.hooks.aer.steps == 2 and trainer.hooks.aer.h0 is not None
-    for k in ("aer/alpha", "aer/target_entropy", "sent/batch_low_entropy_frac", "curriculum/stage",
-              "curriculum/batch_semantic_entropy",
-              "curriculum/stage_semantic_entropy", "curriculum/rollout_semantic_entropy"):
+    for k in (
+        "aer/alpha",
+        "aer/target_entropy",
+        "sent/batch_low_entropy_frac",
+        "curriculum/stage",
+        "curriculum/batch_semantic_entropy",
+        "curriculum/stage_semantic_entropy",
+        "curriculum/rollout_semantic_entropy",
+    ):
         assert k in metrics, k
     assert any(k.startswith("entropy_by_difficulty/") for k in metrics)
     # adaptive refresh: the step's rollouts updated the sampler's scores, no extra generation

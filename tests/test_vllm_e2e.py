@@ -63,9 +63,15 @@ def sent_aer_vllm(demo_vllm, tmp_path_factory):
     work = tmp_path_factory.mktemp("vllm") / "sent_aer"
     before_pids, before_shm = {p.pid for p in psutil.process_iter()}, shm_entries()
     rc, out, steps = run(
-        demo_vllm, work, "method=sent_aer", "entropy_rl.curriculum.adaptive=true",
-        "entropy_rl.scoring.estimator=likelihood", "trainer.total_training_steps=3", "trainer.save_freq=-1",
-        "entropy_rl.aer.alpha_init=0.05", "actor_rollout_ref.actor.optim.lr=1e-3",
+        demo_vllm,
+        work,
+        "method=sent_aer",
+        "entropy_rl.curriculum.adaptive=true",
+        "entropy_rl.scoring.estimator=likelihood",
+        "trainer.total_training_steps=3",
+        "trainer.save_freq=-1",
+        "entropy_rl.aer.alpha_init=0.05",
+        "actor_rollout_ref.actor.optim.lr=1e-3",
     )
     assert rc == 0, out[-8000:]
     return work, out, steps, left_behind(before_pids, before_shm)
@@ -115,11 +121,30 @@ def test_vllm_run_leaves_no_processes_or_shared_memory(sent_aer_vllm):
 def test_evaluate_with_the_vllm_backend(demo_vllm, tmp_path):
     before_pids, before_shm = {p.pid for p in psutil.process_iter()}, shm_entries()
     out = tmp_path / "eval.json"
-    cmd = [sys.executable, "-m", "recipe.sent.evaluate", "--backend", "vllm",
-           "--model", str(demo_vllm / "cpu_demo" / "model_vllm"), "--data", str(demo_vllm / "cpu_demo" / "test.parquet"),
-           "--n", "4", "--k", "1,4", "--max-new-tokens", "32", "--max-model-len", "128", "--out", str(out)]
-    p = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
-                       timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "recipe.sent.evaluate",
+        "--backend",
+        "vllm",
+        "--model",
+        str(demo_vllm / "cpu_demo" / "model_vllm"),
+        "--data",
+        str(demo_vllm / "cpu_demo" / "test.parquet"),
+        "--n",
+        "4",
+        "--k",
+        "1,4",
+        "--max-new-tokens",
+        "32",
+        "--max-model-len",
+        "128",
+        "--out",
+        str(out),
+    ]
+    p = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=300
+    )
     assert p.returncode == 0, (p.stdout + p.stderr)[-6000:]
     res = json.loads(out.read_text())
     assert res["config"]["backend"] == "vllm"
@@ -133,18 +158,28 @@ def test_evaluate_with_the_vllm_backend(demo_vllm, tmp_path):
 
 # FailBeforeReceiving exercises the sender's watch alone, a mechanism the suite also tests with
 # real Ray and ZMQ in tests/test_cpu_vllm_units.py; its end-to-end run is a soak variant (2 min).
-@pytest.mark.parametrize("fault", [
-    "FailWhileLoading",
-    pytest.param("FailBeforeReceiving", marks=pytest.mark.skipif(
-        os.environ.get("ENTROPY_RL_SOAK") != "1", reason="soak: set ENTROPY_RL_SOAK=1 or --soak")),
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "FailWhileLoading",
+        pytest.param(
+            "FailBeforeReceiving",
+            marks=pytest.mark.skipif(
+                os.environ.get("ENTROPY_RL_SOAK") != "1", reason="soak: set ENTROPY_RL_SOAK=1 or --soak"
+            ),
+        ),
+    ],
+)
 def test_failed_weight_sync_fails_the_command_quickly(demo_vllm, tmp_path, fault):
     """A weight sync that fails inside the vLLM worker ends the command within 60 s with the
     worker's message, and leaves no Ray/vLLM process and no /dev/shm segment behind."""
     before_pids, before_shm = {p.pid for p in psutil.process_iter()}, shm_entries()
     t0 = time.time()
     rc, out, steps = run(
-        demo_vllm, tmp_path / fault, "method=grpo", "trainer.total_training_steps=2",
+        demo_vllm,
+        tmp_path / fault,
+        "method=grpo",
+        "trainer.total_training_steps=2",
         f"actor_rollout_ref.rollout.engine_kwargs.vllm.worker_extension_cls=tests.vllm_faults.{fault}",
         "actor_rollout_ref.actor.use_kl_loss=false",  # no reference model: a shorter start
         timeout=400,

@@ -11,16 +11,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-
-from entropy_rl.losses import compute_policy_loss, select_tokens
-from recipe.sent.adapter import make_actor_loss
-from recipe.sent.hooks import FIELD_ENTROPY_COEF, FIELD_TOKEN_SET, sent_config
 from verl import DataProto
 from verl.trainer.ppo.core_algos import agg_loss, kl_penalty
 from verl.utils import tensordict_utils as tu
 from verl.utils.metric import Metric
 from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import left_right_2_no_padding
+
+from entropy_rl.losses import compute_policy_loss, select_tokens
+from recipe.sent.adapter import make_actor_loss
+from recipe.sent.hooks import FIELD_ENTROPY_COEF, FIELD_TOKEN_SET, sent_config
 
 CONF = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "conf"))
 
@@ -50,9 +50,15 @@ def make_micro_batch(B=5, P=6, R=9, seed=0, dtype=torch.float64):
     adv = torch.randn(B, 1, generator=g, dtype=dtype).expand(B, R) * resp_mask
     dp = DataProto.from_single_dict(
         {
-            "prompts": prompts, "responses": responses, "input_ids": torch.cat([prompts, responses], 1),
-            "attention_mask": attention_mask, "position_ids": position_ids, "response_mask": resp_mask,
-            "old_log_probs": old, "advantages": adv.contiguous(), "ref_log_prob": ref,
+            "prompts": prompts,
+            "responses": responses,
+            "input_ids": torch.cat([prompts, responses], 1),
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "response_mask": resp_mask,
+            "old_log_probs": old,
+            "advantages": adv.contiguous(),
+            "ref_log_prob": ref,
         }
     )
     return dp, dict(plen=plen, rlen=rlen, ent=ent, logp=logp, old=old, ref=ref, adv=adv.contiguous(), mask=resp_mask)
@@ -82,8 +88,10 @@ def scalar(v):
     return v.aggregate() if isinstance(v, Metric) else v
 
 
-@pytest.mark.parametrize("method,selection", [("sent_token_only", "batch"), ("sent_token_only", "micro"),
-                                              ("aer", "batch"), ("sent_aer", "batch")])
+@pytest.mark.parametrize(
+    "method,selection",
+    [("sent_token_only", "batch"), ("sent_token_only", "micro"), ("aer", "batch"), ("sent_aer", "batch")],
+)
 def test_installed_loss_equals_core_reference(method, selection):
     cfg = cfg_for(method, f"entropy_rl.token_kl.selection={selection}", "entropy_rl.token_kl.cov_fraction=0.1")
     B = 5
@@ -106,23 +114,32 @@ def test_installed_loss_equals_core_reference(method, selection):
     # float64 reference from the core library on the padded views
     logp = t["logp"].clone().requires_grad_(True)
     want, _ = compute_policy_loss(
-        t["old"], logp, t["adv"], t["mask"], sent,
+        t["old"],
+        logp,
+        t["adv"],
+        t["mask"],
+        sent,
         token_set=token_set if cfg.entropy_rl.token_kl.enable else None,
-        entropy=t["ent"], entropy_coef=coef if cfg.entropy_rl.aer.enable else None,
+        entropy=t["ent"],
+        entropy_coef=coef if cfg.entropy_rl.aer.enable else None,
         global_batch_info={"dp_size": 1, "batch_num_tokens": int(t["mask"].sum()), "global_batch_size": B},
     )
-    kl = agg_loss(kl_penalty(logp, t["ref"], "low_var_kl"), t["mask"], "token-mean",
-                  batch_num_tokens=int(t["mask"].sum()))
+    kl = agg_loss(
+        kl_penalty(logp, t["ref"], "low_var_kl"), t["mask"], "token-mean", batch_num_tokens=int(t["mask"].sum())
+    )
     want = want + 0.001 * kl
     want.backward()
     torch.testing.assert_close(loss, want, rtol=1e-10, atol=1e-12)
     # the gradient reaching the model output equals the reference gradient, token by token
-    got_grad = torch.stack([
-        torch.nn.functional.pad(
-            lp_leaf.grad[int((t["plen"][:i] + t["rlen"][:i]).sum()) + int(t["plen"][i]) - 1:][: int(t["rlen"][i])],
-            (0, t["mask"].shape[1] - int(t["rlen"][i])))
-        for i in range(B)
-    ])
+    got_grad = torch.stack(
+        [
+            torch.nn.functional.pad(
+                lp_leaf.grad[int((t["plen"][:i] + t["rlen"][:i]).sum()) + int(t["plen"][i]) - 1 :][: int(t["rlen"][i])],
+                (0, t["mask"].shape[1] - int(t["rlen"][i])),
+            )
+            for i in range(B)
+        ]
+    )
     torch.testing.assert_close(got_grad, logp.grad * t["mask"], rtol=1e-10, atol=1e-12)
     if cfg.entropy_rl.token_kl.enable:
         assert scalar(metrics["sent/high_cov_frac"]) > 0

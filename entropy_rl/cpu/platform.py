@@ -24,13 +24,12 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from contextlib import contextmanager
 from collections.abc import Mapping
+from contextlib import contextmanager
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import torch
-
 from verl.plugin.platform import PlatformBase, PlatformRegistry
 
 PLATFORM_NAME = "cpu"
@@ -324,4 +323,3 @@ def activate() -> None:
     register_platform()
     _wrap_process_group_init()
     _register_engines()
-

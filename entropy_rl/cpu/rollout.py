@@ -57,7 +57,6 @@ from typing import Any, AsyncIterator, Callable, Iterable, Optional
 
 import ray
 import torch
-
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.base import _ROLLOUT_REGISTRY, BaseRollout
@@ -374,7 +373,10 @@ class BatchedDecoder:
         self.decode_seconds += seconds
         logger.info(
             "hf rollout: decoded %d requests (prefills of %s) in %d steps, %.2f s",
-            served, self.prefill_sizes[first_prefill:], steps, seconds,
+            served,
+            self.prefill_sizes[first_prefill:],
+            steps,
+            seconds,
         )
 
     # ---- batch state -----------------------------------------------------------------------
@@ -476,9 +478,7 @@ class BatchedDecoder:
             return greedy_tokens, None
 
         processed = logits / params.temperature.unsqueeze(1) if params.use_temp else logits
-        processed = apply_top_k_top_p(
-            processed, params.k if params.use_k else None, params.p if params.use_p else None
-        )
+        processed = apply_top_k_top_p(processed, params.k if params.use_k else None, params.p if params.use_p else None)
         logprobs = processed.log_softmax(dim=-1) if params.want_logprobs else None
         if params.all_greedy:
             tokens = greedy_tokens

@@ -21,7 +21,9 @@ import time
 import psutil
 
 SHM = "/dev/shm"
-_LEFT_BY_KILLED = re.compile(r"^(__KMP_REGISTERED_LIB_(?P<pid>\d+)_\d+|psm_[0-9a-f]+|sem\.mp-.+|verl_weights_[0-9a-f]+)$")
+_LEFT_BY_KILLED = re.compile(
+    r"^(__KMP_REGISTERED_LIB_(?P<pid>\d+)_\d+|psm_[0-9a-f]+|sem\.mp-.+|verl_weights_[0-9a-f]+)$"
+)
 
 
 def snapshot() -> set[str]:
@@ -42,11 +44,11 @@ def in_use() -> set[str]:
                 for line in f:
                     i = line.find(prefix)
                     if i >= 0:
-                        used.add(line[i + len(prefix):].split()[0])
+                        used.add(line[i + len(prefix) :].split()[0])
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
                 if target.startswith(prefix):
-                    used.add(target[len(prefix):])
+                    used.add(target[len(prefix) :])
         except OSError:  # gone meanwhile, or not ours to read
             continue
     return used

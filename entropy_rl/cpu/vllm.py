@@ -26,20 +26,19 @@ veRL's plugin loader half-initialised, which then drops the ``cpu`` platform.
 
 from __future__ import annotations
 
-import verl  # noqa: F401  (first: see the module docstring)
-
 import logging
 import traceback
 from typing import Any
 
 import ray
+import verl  # noqa: F401  (first: see the module docstring)
 import zmq
-
 from verl.workers.rollout.vllm_rollout import ServerAdapter
 from verl.workers.rollout.vllm_rollout.bucketed_weight_transfer import BucketedWeightSender
 from verl.workers.rollout.vllm_rollout.utils import vLLMColocateWorkerExtension
 
 logger = logging.getLogger(__name__)
+
 
 class WeightSyncError(RuntimeError):
     """Loading the actor's weights into the vLLM worker failed."""
@@ -70,8 +69,9 @@ class CPUWorkerExtension(vLLMColocateWorkerExtension):
     _reloading = False
     _sync_failure: str | None = None
 
-    def update_weights_from_ipc(self, peft_config: dict | None = None, base_sync_done: bool = False,
-                                use_shm: bool = False):
+    def update_weights_from_ipc(
+        self, peft_config: dict | None = None, base_sync_done: bool = False, use_shm: bool = False
+    ):
         if peft_config and base_sync_done:  # LoRA adapters go through add_lora, not the weights
             return super().update_weights_from_ipc(peft_config, base_sync_done, use_shm)
         from vllm.model_executor.model_loader.reload import finalize_layerwise_reload, initialize_layerwise_reload
@@ -109,8 +109,9 @@ class CPUWorkerExtension(vLLMColocateWorkerExtension):
             self.load_bucket([(name, tensor.clone()) for name, tensor in weights], peft_config, base_sync_done)
         except Exception:  # noqa: BLE001 - re-raised by update_weights_from_ipc, with its traceback
             self._sync_failure = traceback.format_exc()
-            logger.error("weight sync failed in the vLLM worker; acknowledging the remaining buckets:\n%s",
-                         self._sync_failure)
+            logger.error(
+                "weight sync failed in the vLLM worker; acknowledging the remaining buckets:\n%s", self._sync_failure
+            )
 
     def load_bucket(self, weights: list[tuple[str, Any]], peft_config: dict, base_sync_done: bool) -> None:
         """Load one bucket of (name, tensor) into the model (veRL's loader)."""
@@ -170,12 +171,14 @@ class CPUServerAdapter(ServerAdapter):
     step); only the sender differs. Other wire formats are veRL's.
     """
 
-    async def update_weights(self, weights, global_steps: int | None = None, wire_format: str = "named_tensors",
-                             **kwargs):
+    async def update_weights(
+        self, weights, global_steps: int | None = None, wire_format: str = "named_tensors", **kwargs
+    ):
         if wire_format != "named_tensors":
             return await super().update_weights(weights, global_steps=global_steps, wire_format=wire_format, **kwargs)
-        receiver = await self._execute_method("update_weights_from_ipc", non_block=True,
-                                              kwargs={**kwargs, "use_shm": self.use_shm})
+        receiver = await self._execute_method(
+            "update_weights_from_ipc", non_block=True, kwargs={**kwargs, "use_shm": self.use_shm}
+        )
         sender = WatchedWeightSender(
             receiver,
             zmq_handle=self.zmq_handle,

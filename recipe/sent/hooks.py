@@ -225,10 +225,6 @@ class EntropyHooks:
         self.se_table: dict[int, float] = {}
         self.acc_table: dict[int, float] = {}
 
-    @property
-    def needs_batch_fields(self) -> bool:
-        return (self.token_kl_enabled and self.selection == "batch") or self.aer_enabled
-
     def on_batch(
         self,
         *,
@@ -266,9 +262,17 @@ class EntropyHooks:
             (AER, EMA tables, sampler) changes.
         """
         check_finite(
-            {"response_mask": response_mask, "entropys": entropy, "old_log_probs": old_log_prob,
-             "advantages": advantages, "acc": correct, "rollout_log_probs (sequence sum)": seq_logprobs},
-            response_mask, step=step, rows=rows,
+            {
+                "response_mask": response_mask,
+                "entropys": entropy,
+                "old_log_probs": old_log_prob,
+                "advantages": advantages,
+                "acc": correct,
+                "rollout_log_probs (sequence sum)": seq_logprobs,
+            },
+            response_mask,
+            step=step,
+            rows=rows,
         )
         out: dict[str, torch.Tensor] = {}
         metrics: dict[str, float] = {}
@@ -276,8 +280,9 @@ class EntropyHooks:
         batch_entropy = masked_token_mean(entropy, response_mask)
 
         if self.token_kl_enabled:
-            groups, n_micro = (None, 1) if self.layout is None else self.layout.micro_batch_ids(
-                response_mask.shape[0], seq_lens)
+            groups, n_micro = (
+                (None, 1) if self.layout is None else self.layout.micro_batch_ids(response_mask.shape[0], seq_lens)
+            )
             _, k_fraction, k_release = cov_counts(entropy, response_mask, self.sent, groups, n_micro)
             # k of this step, and what the release would have selected on the same batch and
             # layout (per micro-batch the worker's own selection uses exactly that rule)
@@ -287,8 +292,15 @@ class EntropyHooks:
             metrics["sent/micro_batches"] = float(n_micro)
 
         if self.token_kl_enabled and self.selection == "batch":
-            token_set = select_tokens(entropy, old_log_prob, advantages, response_mask, self.sent,
-                                      micro_batch=groups, num_micro_batches=n_micro)
+            token_set = select_tokens(
+                entropy,
+                old_log_prob,
+                advantages,
+                response_mask,
+                self.sent,
+                micro_batch=groups,
+                num_micro_batches=n_micro,
+            )
             out[FIELD_TOKEN_SET] = token_set
             valid = response_mask != 0
             n = max(int(valid.sum()), 1)
@@ -362,7 +374,6 @@ class EntropyHooks:
         self.acc_table = {int(k): float(v) for k, v in state["acc_table"].items()}
 
 
-
 def reward_check_metrics(non_tensor_batch: Any) -> dict[str, float]:
     """Answer checks of this batch that ended without a verdict.
 
@@ -379,7 +390,9 @@ def reward_check_metrics(non_tensor_batch: Any) -> dict[str, float]:
     try:
         counts = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"reward extra 'verify_timeouts' must hold numbers, got {np.asarray(values)[:3]!r}...") from None
+        raise ValueError(
+            f"reward extra 'verify_timeouts' must hold numbers, got {np.asarray(values)[:3]!r}..."
+        ) from None
     bad = ~np.isfinite(counts) | (counts < 0)
     if bad.any():
         row = int(np.argmax(bad))

@@ -38,7 +38,7 @@ def start(config, mode: str) -> None:
         print(str(e), file=sys.stderr, flush=True)
         raise
     select_platform(config)
-    from recipe.sent.adapter import launch
+    from recipe.sent.run import launch
 
     launch(config, mode=mode)
 

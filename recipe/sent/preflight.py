@@ -63,8 +63,9 @@ def model_path_problem(path: str, key: str) -> str | None:
     if REMOTE.match(path) or (HUB_ID.match(path) and not path.startswith((".", "~"))):
         return None
     hint = _prepare_hint(local)
-    return (f"{key}={path} does not exist"
-            + (f": create it with `{hint}`" if hint else "; give a local HF model directory or a hub id (org/name)"))
+    return f"{key}={path} does not exist" + (
+        f": create it with `{hint}`" if hint else "; give a local HF model directory or a hub id (org/name)"
+    )
 
 
 def model_problems(config: Any) -> list[str]:
@@ -99,8 +100,10 @@ def data_problems(config: Any) -> list[str]:
                     continue
                 missing = [c for c in (prompt_key, "reward_model") if c not in names]
                 if missing:
-                    out.append(f"data.{key}: {f} has no column(s) {', '.join(missing)} (has: {', '.join(sorted(names))}); "
-                               "write it with launch/prepare_data.py, or set data.prompt_key")
+                    out.append(
+                        f"data.{key}: {f} has no column(s) {', '.join(missing)} (has: {', '.join(sorted(names))}); "
+                        "write it with launch/prepare_data.py, or set data.prompt_key"
+                    )
     return out
 
 
@@ -133,32 +136,46 @@ def layout_problems(config: Any, gpus: int | None = None) -> list[str]:
         return []  # the CPU backend uses no GPU; a cluster's resources are checked once joined
     nnodes, per_node = int(config.trainer.nnodes), int(config.trainer.n_gpus_per_node)
     if nnodes > 1:
-        return [f"trainer.nnodes={nnodes} needs a Ray cluster, and none is set (RAY_ADDRESS): "
-                "submit with `bash launch/submit.sh` (or launch/slurm.sbatch), or set trainer.nnodes=1"]
+        return [
+            f"trainer.nnodes={nnodes} needs a Ray cluster, and none is set (RAY_ADDRESS): "
+            "submit with `bash launch/submit.sh` (or launch/slurm.sbatch), or set trainer.nnodes=1"
+        ]
     have = visible_gpus() if gpus is None else gpus
     if have == 0:
-        return [f"no NVIDIA GPU is visible but the run asks for {per_node} (trainer.n_gpus_per_node): "
-                "run the CPU backend with `backend=cpu` (the demo model: `bash launch/train.sh`), "
-                "or run on a GPU machine"]
+        return [
+            f"no NVIDIA GPU is visible but the run asks for {per_node} (trainer.n_gpus_per_node): "
+            "run the CPU backend with `backend=cpu` (the demo model: `bash launch/train.sh`), "
+            "or run on a GPU machine"
+        ]
     if have < per_node:
-        return [f"trainer.n_gpus_per_node={per_node} but {have} GPU(s) are visible: set "
-                f"trainer.n_gpus_per_node={have}, or check CUDA_VISIBLE_DEVICES"]
+        return [
+            f"trainer.n_gpus_per_node={per_node} but {have} GPU(s) are visible: set "
+            f"trainer.n_gpus_per_node={have}, or check CUDA_VISIBLE_DEVICES"
+        ]
     return []
 
 
 def rollout_problems(config: Any) -> list[str]:
     r = config.actor_rollout_ref.rollout
     out = []
-    if r.name == "vllm" and config.entropy_rl.get("backend", "gpu") == "gpu" and importlib.util.find_spec("vllm") is None:
-        out.append("actor_rollout_ref.rollout.name=vllm but vLLM is not installed: pip install -c constraints.txt "
-                   "-e '.[gpu]', or use the Docker image (docker/)")
+    if (
+        r.name == "vllm"
+        and config.entropy_rl.get("backend", "gpu") == "gpu"
+        and importlib.util.find_spec("vllm") is None
+    ):
+        out.append(
+            "actor_rollout_ref.rollout.name=vllm but vLLM is not installed: pip install -c constraints.txt "
+            "-e '.[gpu]', or use the Docker image (docker/)"
+        )
     s = config.entropy_rl.scoring
     if OmegaConf.select(config, "entropy_rl.scoring.enable"):
         budget = int(r.get("response_length") or config.data.max_response_length)
         if int(s.max_response_length) > budget:
-            out.append(f"entropy_rl.scoring.max_response_length={s.max_response_length} exceeds the rollout's "
-                       f"response budget ({budget}, actor_rollout_ref.rollout.response_length / "
-                       "data.max_response_length): lower it, or raise data.max_response_length")
+            out.append(
+                f"entropy_rl.scoring.max_response_length={s.max_response_length} exceeds the rollout's "
+                f"response budget ({budget}, actor_rollout_ref.rollout.response_length / "
+                "data.max_response_length): lower it, or raise data.max_response_length"
+            )
     return out
 
 
@@ -180,7 +197,9 @@ def output_problems(config: Any) -> list[str]:
     if OmegaConf.select(config, "entropy_rl.scoring.enable"):
         c = str(config.entropy_rl.scoring.cache_dir)
         if not _writable(c):
-            out.append(f"entropy_rl.scoring.cache_dir={c} cannot be created or written: point it at a writable directory")
+            out.append(
+                f"entropy_rl.scoring.cache_dir={c} cannot be created or written: point it at a writable directory"
+            )
     return out
 
 

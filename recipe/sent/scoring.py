@@ -9,7 +9,7 @@ workers) is the adapter's business; this module holds what happens around it:
 - :func:`check_rows` — the training rows are usable: a non-empty prompt, a ground truth
   (string, number or list of them), a unique ``extra_info.index``; else an error naming
   file, row and field;
-- :func:`dataset_fingerprint` / :func:`cache_key` — a cache key from the dataset *content*,
+- :func:`dataset_fingerprint` / :func:`cache_spec` — a cache key from the dataset *content*,
   the model, M, temperature, top-p, response length and seed: change any and it re-scores;
 - :class:`ScoreCache` — parquet on disk (atomic write) that records its key and settings;
   a restart reuses it only after checking that record, the row indices and the values
@@ -26,7 +26,6 @@ import math
 import numbers
 import os
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from entropy_rl.answers import extract_answer, is_equivalent
+from entropy_rl.io import atomic_write_path
 from entropy_rl.semantic_entropy import cluster_answers, semantic_entropy
+from recipe.sent.progress import progress_bar
 
 SCORE_COLUMNS = ("row", "index", "semantic_entropy", "pass_rate", "n_classes", "no_answer_frac")
 
@@ -215,11 +216,6 @@ def spec_key(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(dict(spec), sort_keys=True).encode()).hexdigest()[:32]
 
 
-def cache_key(*args: Any, **kwargs: Any) -> str:
-    """The key of :func:`cache_spec` (same arguments)."""
-    return spec_key(cache_spec(*args, **kwargs))
-
-
 #: Parquet key-value metadata entry where a cache records its key and spec.
 CACHE_META = b"entropy_rl.score_cache"
 
@@ -250,8 +246,10 @@ class ScoreCache:
     def _check_record(self, meta: Mapping[bytes, bytes] | None) -> None:
         raw = (meta or {}).get(CACHE_META)
         if raw is None:
-            raise self._refuse("no key record (not written by ScoreCache.save, or by an older entropy-rl), "
-                               "so it cannot be matched to this dataset, model and sampling setting")
+            raise self._refuse(
+                "no key record (not written by ScoreCache.save, or by an older entropy-rl), "
+                "so it cannot be matched to this dataset, model and sampling setting"
+            )
         try:
             record = json.loads(raw)
             key, spec = record["key"], record["spec"]
@@ -263,9 +261,13 @@ class ScoreCache:
                 fields = sorted(set(spec) | set(self.spec))
                 diff = "; differing: " + ", ".join(
                     f"{f}: cache {spec.get(f)!r} vs this run {self.spec.get(f)!r}"
-                    for f in fields if spec.get(f) != self.spec.get(f))
-            raise self._refuse(f"it was built for key {key}, this run's key is {self.key} "
-                               f"(other prompts, model or sampling setting{diff})")
+                    for f in fields
+                    if spec.get(f) != self.spec.get(f)
+                )
+            raise self._refuse(
+                f"it was built for key {key}, this run's key is {self.key} "
+                f"(other prompts, model or sampling setting{diff})"
+            )
         if self.spec is not None and dict(spec) != dict(self.spec):
             raise self._refuse(f"its recorded settings {spec} differ from this run's {dict(self.spec)}")
 
@@ -288,8 +290,10 @@ class ScoreCache:
         for r, (got, want) in enumerate(zip(df["index"].tolist(), indices)):
             if str(got) != str(want):
                 raise self._refuse(f"row {r}: field 'index' is {got!r}, the dataset's extra_info.index is {want!r}")
-        checks = (("semantic_entropy", lambda v: v >= 0 and v < math.inf, "finite and >= 0"),
-                  ("pass_rate", lambda v: 0 <= v <= 1, "in [0, 1]"))
+        checks = (
+            ("semantic_entropy", lambda v: v >= 0 and v < math.inf, "finite and >= 0"),
+            ("pass_rate", lambda v: 0 <= v <= 1, "in [0, 1]"),
+        )
         for col, ok, rule in checks:
             for r, v in enumerate(df[col].astype(float).tolist()):
                 if not ok(v):  # NaN fails every comparison
@@ -304,40 +308,7 @@ class ScoreCache:
         table = pa.Table.from_pandas(df, preserve_index=False)
         record = json.dumps({"key": self.key, "spec": dict(self.spec)}, sort_keys=True).encode()
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), CACHE_META: record})
-        tmp = self.path + f".tmp{os.getpid()}"
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return self.path
-
-
-class Progress:
-    """A plain progress line with rate and ETA (works in Ray logs, no tty needed)."""
-
-    def __init__(self, total: int, what: str, stream=None, every_s: float = 5.0) -> None:
-        self.total, self.what, self.done = total, what, 0
-        self.start = self.last = time.monotonic()
-        self.stream = stream or sys.stdout
-        self.every_s = every_s
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= self.every_s or self.done >= self.total:
-            self.last = now
-            el = now - self.start
-            rate = self.done / el if el > 0 else float("inf")
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            print(
-                f"[{self.what}] {self.done}/{self.total} ({100.0 * self.done / max(self.total, 1):.1f}%) "
-                f"{rate:.2f}/s elapsed {el:.0f}s ETA {eta:.0f}s",
-                file=self.stream,
-                flush=True,
-            )
+        return atomic_write_path(self.path, lambda tmp: pq.write_table(table, tmp))
 
 
 def run_scoring(
@@ -360,7 +331,7 @@ def run_scoring(
     if estimator not in ("likelihood", "count"):
         raise ValueError(f"entropy_rl.scoring.estimator must be 'likelihood' or 'count', got {estimator!r}")
     out: dict[int, dict[str, float]] = {}
-    progress = Progress(num_rows, "semantic-entropy scoring")
+    progress = progress_bar(num_rows, "semantic-entropy scoring", stream=sys.stdout)
     without_lp = 0  # groups the likelihood estimator had to score by counts
     for rows, payload in batches:
         texts, lps = generate(payload)
@@ -374,12 +345,16 @@ def run_scoring(
             use_lp = estimator == "likelihood" and lps is not None
             out[row] = score_group(texts[j], golds[row] if golds is not None else None, lps[j] if use_lp else None)
         progress.update(len(rows))
+    progress.close()
     if estimator == "likelihood":
         # p(c) from the rollout's sequence log-probs; said out loud, so a rollout that returns
         # none (calculate_log_probs=false) is not mistaken for a likelihood-scored run
-        print(f"[semantic-entropy scoring] estimator likelihood: {len(out) - without_lp} of {len(out)} prompts "
-              f"from the rollout's log-probs" + (f", {without_lp} by counts (the rollout returned no log-probs)"
-                                                 if without_lp else ""), flush=True)
+        print(
+            f"[semantic-entropy scoring] estimator likelihood: {len(out) - without_lp} of {len(out)} prompts "
+            f"from the rollout's log-probs"
+            + (f", {without_lp} by counts (the rollout returned no log-probs)" if without_lp else ""),
+            flush=True,
+        )
     missing = [r for r in range(num_rows) if r not in out]
     if missing:
         raise RuntimeError(f"scoring: {len(missing)} rows never scored (first: {missing[:5]})")

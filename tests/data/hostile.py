@@ -60,9 +60,11 @@ def corpus(sentinel: str) -> list[HostileItem]:
         ("__import__ os.system", f"__import__('os').system('{touch}')"),
         ("lambda", f"(lambda: __import__('os').system('{touch}'))()"),
         ("dunder subclasses", "().__class__.__bases__[0].__subclasses__()"),
-        ("dunder to os via subclasses",
-         "[c for c in ().__class__.__bases__[0].__subclasses__() if c.__name__ == 'catch_warnings'][0]()"
-         f"._module.__builtins__['__import__']('os').system('{touch}')"),
+        (
+            "dunder to os via subclasses",
+            "[c for c in ().__class__.__bases__[0].__subclasses__() if c.__name__ == 'catch_warnings'][0]()"
+            f"._module.__builtins__['__import__']('os').system('{touch}')",
+        ),
         ("exec", f"exec(\"open('{sentinel}', 'w').write('x')\")"),
         ("eval in \\text", f"\\text{{eval(\"__import__('os').system('{touch}')\")}}"),
         ("getattr builtins", f"getattr(__builtins__, 'eval')(\"__import__('os').system('{touch}')\")"),
@@ -98,10 +100,17 @@ def corpus(sentinel: str) -> list[HostileItem]:
     items += [
         _item("100k nested braces", "nested-braces", "{" * 100_000 + "1" + "}" * 100_000, "1"),
         _item("100k unclosed \\boxed{", "nested-braces", "", "1", response=FILLER + "\\boxed{" * 100_000),
-        _item("2M braces then a box", "nested-braces", "", "1", response="{" * 2_000_000 + "}" * 2_000_000 + "\\boxed{2}"),
+        _item(
+            "2M braces then a box", "nested-braces", "", "1", response="{" * 2_000_000 + "}" * 2_000_000 + "\\boxed{2}"
+        ),
         _item("1 MB answer", "huge-answer", "12345+" * 174_763 + "1", "2"),
-        _item("150 kB answer after 900 kB of text", "huge-answer", "", "9",
-              response=FILLER * 12_000 + _boxed("9" * 150_000)),
+        _item(
+            "150 kB answer after 900 kB of text",
+            "huge-answer",
+            "",
+            "9",
+            response=FILLER * 12_000 + _boxed("9" * 150_000),
+        ),
         _item("10 MB response", "huge-answer", "", "6", response="x" * 10_000_000 + _boxed("5")),
         _item("1 MB of newlines after Answer:", "huge-answer", "", "1", response="Answer:" + "\n" * 1_000_000),
     ]
@@ -138,8 +147,12 @@ SLOW_CATEGORIES = ("huge-number", "factorial-tower", "deep-latex")
 
 def representatives(items: list[HostileItem]) -> list[HostileItem]:
     """One item per category: two that overrun any deadline, the others cheap."""
-    prefer = {"code-injection": "__import__ os.system", "huge-number": "10^{10^{10}}",
-              "factorial-tower": "((10!)!)!", "deep-latex": "400-deep \\frac (over the length bound)"}
+    prefer = {
+        "code-injection": "__import__ os.system",
+        "huge-number": "10^{10^{10}}",
+        "factorial-tower": "((10!)!)!",
+        "deep-latex": "400-deep \\frac (over the length bound)",
+    }
     out = []
     for cat in CATEGORIES:
         of_cat = [it for it in items if it.category == cat]
@@ -165,8 +178,9 @@ def run_corpus(items: list[HostileItem], timeout: float, sentinel: str | None = 
     for it in items:
         rec: dict = {"name": it.name, "category": it.category, "seconds": {}}
         t0 = time.perf_counter()
-        out = compute_score(data_source="hostile", solution_str=it.response, ground_truth=it.gold,
-                            extra_info={}, timeout=timeout)
+        out = compute_score(
+            data_source="hostile", solution_str=it.response, ground_truth=it.gold, extra_info={}, timeout=timeout
+        )
         rec["seconds"]["compute_score"] = time.perf_counter() - t0
         rec.update(score=out["score"], verify_timeouts=out["verify_timeouts"], keys=sorted(out))
         answer = it.answer

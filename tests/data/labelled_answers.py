@@ -137,18 +137,48 @@ PAIRS: list[tuple[str, str, str, bool, str]] = [
     ("text", "\\text{odd}", "\\text{even}", False, "the opposite word"),
     ("text", "\\text{yes}", "Yes", True, "case does not matter"),
     # -- matrices and vectors
-    ("matrix", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", True,
-     "spaces around the row break"),
-    ("matrix", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}2\\\\1\\end{pmatrix}", False,
-     "entries swapped"),
-    ("matrix", "\\begin{pmatrix}1&0\\\\0&1\\end{pmatrix}", "\\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}", True,
-     "spaces around the cells"),
-    ("matrix", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{pmatrix}1&3\\\\2&4\\end{pmatrix}", False,
-     "the transpose"),
-    ("matrix", "\\begin{pmatrix}-1\\\\3\\end{pmatrix}", "\\begin{pmatrix} -1 \\\\ 3 \\end{pmatrix}", True,
-     "spaces around the row break"),
-    ("matrix", "\\begin{pmatrix}-1\\\\3\\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 3 \\end{pmatrix}", False,
-     "a sign in one entry"),
+    (
+        "matrix",
+        "\\begin{pmatrix}1\\\\2\\end{pmatrix}",
+        "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}",
+        True,
+        "spaces around the row break",
+    ),
+    (
+        "matrix",
+        "\\begin{pmatrix}1\\\\2\\end{pmatrix}",
+        "\\begin{pmatrix}2\\\\1\\end{pmatrix}",
+        False,
+        "entries swapped",
+    ),
+    (
+        "matrix",
+        "\\begin{pmatrix}1&0\\\\0&1\\end{pmatrix}",
+        "\\begin{pmatrix} 1 & 0 \\\\ 0 & 1 \\end{pmatrix}",
+        True,
+        "spaces around the cells",
+    ),
+    (
+        "matrix",
+        "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}",
+        "\\begin{pmatrix}1&3\\\\2&4\\end{pmatrix}",
+        False,
+        "the transpose",
+    ),
+    (
+        "matrix",
+        "\\begin{pmatrix}-1\\\\3\\end{pmatrix}",
+        "\\begin{pmatrix} -1 \\\\ 3 \\end{pmatrix}",
+        True,
+        "spaces around the row break",
+    ),
+    (
+        "matrix",
+        "\\begin{pmatrix}-1\\\\3\\end{pmatrix}",
+        "\\begin{pmatrix} 1 \\\\ 3 \\end{pmatrix}",
+        False,
+        "a sign in one entry",
+    ),
     # -- units and percent
     ("unit", "28\\%", "28 pct", True, "'pct' is the percent sign"),
     ("unit", "28\\%", "28 percentage", True, "'percentage' is the percent sign"),
@@ -198,39 +228,62 @@ def _intermediate(gold: str, label: bool) -> str:
 
 
 FORMATS = {
-    "boxed": ("the last \\boxed{} holds the answer",
-              lambda a, g, lab: f"{_REASONING}Therefore the answer is $\\boxed{{{a}}}$."),
-    "display_box": ("a display-math box on its own lines",
-                    lambda a, g, lab: f"{_REASONING}\n\nThe final answer is:\n\\[\n\\boxed{{{a}}}\n\\]"),
-    "dapo": ("DAPO's last-line 'Answer: ...'",
-             lambda a, g, lab: f"{_REASONING}\n\nAnswer: {a}"),
-    "minerva": ("Minerva's 'Final Answer: The final answer is ... I hope it is correct.'",
-                lambda a, g, lab: f"{_REASONING}\n\nFinal Answer: The final answer is ${a}$. I hope it is correct."),
-    "minerva_inline": ("Minerva's sentence inside the last line of reasoning",
-                       lambda a, g, lab: f"{_REASONING}So we are done. Final Answer: The final answer is ${a}$. "
-                                         "I hope it is correct."),
-    "bold": ("a markdown '**Answer:**' line",
-             lambda a, g, lab: f"{_REASONING}\n\n**Answer:** ${a}$"),
-    "intermediate_box": ("an earlier box is an intermediate result; the last box is the answer",
-                         lambda a, g, lab: f"{_REASONING}The first case gives $\\boxed{{{_intermediate(g, lab)}}}$, "
-                                           f"but that case is excluded. The remaining case gives "
-                                           f"$\\boxed{{{a}}}$."),
-    "long_tail": ("the box, then a long check with other numbers and no marker",
-                  lambda a, g, lab: f"{_REASONING}So the answer is $\\boxed{{{a}}}$.{_TAIL}"),
-    "changed_mind": ("an 'Answer:' inside a line that a later 'Answer:' on the same line overrides",
-                     lambda a, g, lab: f"{_REASONING}\n\nAnswer: ${_intermediate(g, lab)}$ ... Wait, let me "
-                                       f"reconsider the excluded case. Answer: {a}"),
+    "boxed": (
+        "the last \\boxed{} holds the answer",
+        lambda a, g, lab: f"{_REASONING}Therefore the answer is $\\boxed{{{a}}}$.",
+    ),
+    "display_box": (
+        "a display-math box on its own lines",
+        lambda a, g, lab: f"{_REASONING}\n\nThe final answer is:\n\\[\n\\boxed{{{a}}}\n\\]",
+    ),
+    "dapo": ("DAPO's last-line 'Answer: ...'", lambda a, g, lab: f"{_REASONING}\n\nAnswer: {a}"),
+    "minerva": (
+        "Minerva's 'Final Answer: The final answer is ... I hope it is correct.'",
+        lambda a, g, lab: f"{_REASONING}\n\nFinal Answer: The final answer is ${a}$. I hope it is correct.",
+    ),
+    "minerva_inline": (
+        "Minerva's sentence inside the last line of reasoning",
+        lambda a, g, lab: f"{_REASONING}So we are done. Final Answer: The final answer is ${a}$. I hope it is correct.",
+    ),
+    "bold": ("a markdown '**Answer:**' line", lambda a, g, lab: f"{_REASONING}\n\n**Answer:** ${a}$"),
+    "intermediate_box": (
+        "an earlier box is an intermediate result; the last box is the answer",
+        lambda a, g, lab: (
+            f"{_REASONING}The first case gives $\\boxed{{{_intermediate(g, lab)}}}$, "
+            f"but that case is excluded. The remaining case gives "
+            f"$\\boxed{{{a}}}$."
+        ),
+    ),
+    "long_tail": (
+        "the box, then a long check with other numbers and no marker",
+        lambda a, g, lab: f"{_REASONING}So the answer is $\\boxed{{{a}}}$.{_TAIL}",
+    ),
+    "changed_mind": (
+        "an 'Answer:' inside a line that a later 'Answer:' on the same line overrides",
+        lambda a, g, lab: (
+            f"{_REASONING}\n\nAnswer: ${_intermediate(g, lab)}$ ... Wait, let me "
+            f"reconsider the excluded case. Answer: {a}"
+        ),
+    ),
 }
 
 # Several boxes together are one multi-valued answer (written for the multi-valued pairs).
 _MULTI_BOXES: list[tuple[str, str, bool, str]] = [
     ("2, -3", "$x = \\boxed{2}$ or $x = \\boxed{-3}$", True, "both roots, each in its own box"),
     ("2, -3", "$\\boxed{-3}, \\boxed{2}$", True, "both roots in adjacent boxes, any order"),
-    ("(2,2),(6,2)", "$\\boxed{(2, 2)} \\quad\\text{and}\\quad \\boxed{(6, 2)}$", True,
-     "both pairs in adjacent boxes joined by 'and'"),
+    (
+        "(2,2),(6,2)",
+        "$\\boxed{(2, 2)} \\quad\\text{and}\\quad \\boxed{(6, 2)}$",
+        True,
+        "both pairs in adjacent boxes joined by 'and'",
+    ),
     ("3, 5", "\\[\\boxed{3}, \\boxed{5}\\]", True, "both values in adjacent boxes"),
-    ("2, -3", "$\\boxed{2}$. Let me see whether the other root works: it does not, so only "
-     "$\\boxed{2}$", False, "only one root; the first box is an intermediate result"),
+    (
+        "2, -3",
+        "$\\boxed{2}$. Let me see whether the other root works: it does not, so only $\\boxed{2}$",
+        False,
+        "only one root; the first box is an intermediate result",
+    ),
     ("1, 2, 3", "$\\boxed{1}, \\boxed{2}$", False, "a value missing"),
 ]
 
@@ -248,14 +301,15 @@ def corpus() -> list[Item]:
     items: list[Item] = []
     for i, (cat, gold, ans, label, why) in enumerate(PAIRS):
         for fmt, (how, make) in FORMATS.items():
-            items.append(Item(f"{cat}-{i:03d}-{fmt}", fmt, make(ans, gold, label), gold, label,
-                              f"{why}; {how}"))
+            items.append(Item(f"{cat}-{i:03d}-{fmt}", fmt, make(ans, gold, label), gold, label, f"{why}; {how}"))
     for i, (gold, tail, label, why) in enumerate(_MULTI_BOXES):
-        items.append(Item(f"multi_box-{i:03d}", "multi_box", f"{_REASONING}The solutions are {tail}.", gold,
-                          label, why))
+        items.append(
+            Item(f"multi_box-{i:03d}", "multi_box", f"{_REASONING}The solutions are {tail}.", gold, label, why)
+        )
     for i, (gold, tail, label, why) in enumerate(_MULTI_GOLDS):
-        items.append(Item(f"multi_gold-{i:03d}", "multi_gold", f"{_REASONING}So the answer is {tail}.", gold,
-                          label, why))
+        items.append(
+            Item(f"multi_gold-{i:03d}", "multi_gold", f"{_REASONING}So the answer is {tail}.", gold, label, why)
+        )
     return items
 
 
