@@ -474,5 +474,5 @@ def test_shutdown_and_restart():
         assert not _pid_alive(k.pid)
     assert _worker_children() == []
     assert is_equivalent("\\frac{10}{4}", "2.5") is True  # fast path
-    assert is_equivalent("\\sqrt{12}+1", "1+2\\sqrt{3}") is True  # symbolic: restarts a worker
+    assert is_equivalent("\\sqrt{18}+2", "2+3\\sqrt{2}") is True  # symbolic (and not cached): restarts a worker
     assert len(_worker_children()) >= 1
