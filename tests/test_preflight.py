@@ -185,3 +185,30 @@ def test_main_command_fails_before_ray(tmp_path, args, expect):
     assert expect in p.stdout + p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
     assert p.returncode == (0 if args == ["--help"] else 2)
     assert "ray" not in (p.stdout + p.stderr).lower().replace("array", "")  # no Ray process was started
+
+
+def test_gpu_count_without_torch(tmp_path, monkeypatch):
+    """nvidia-smi's list (CUDA_VISIBLE_DEVICES respected); an empty CUDA_VISIBLE_DEVICES is
+    none; an nvidia-smi that fails for another reason than a missing driver is 'cannot tell'."""
+    from recipe.sent.preflight import visible_gpus
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    smi = bindir / "nvidia-smi"
+    smi.write_text("#!/usr/bin/env bash\necho 'GPU 0: H100 (UUID: a)'; echo 'GPU 1: H100 (UUID: b)'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_gpus() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert visible_gpus() == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == 0
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    smi.write_text("#!/usr/bin/env bash\necho 'Failed to initialize NVML: Unknown Error' >&2; exit 9\n")
+    assert visible_gpus() is None
+    smi.write_text(
+        "#!/usr/bin/env bash\necho \"NVIDIA-SMI has failed because it couldn't communicate with the "
+        'NVIDIA driver" >&2; exit 9\n'
+    )
+    assert visible_gpus() == 0

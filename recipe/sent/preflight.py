@@ -107,19 +107,30 @@ def data_problems(config: Any) -> list[str]:
     return out
 
 
-def visible_gpus() -> int:
-    """NVIDIA GPUs this process could use (CUDA_VISIBLE_DEVICES respected), without importing torch."""
+def visible_gpus() -> int | None:
+    """NVIDIA GPUs this process could use (CUDA_VISIBLE_DEVICES respected), without importing
+    torch; ``None`` when that cannot be told (then nothing is refused)."""
     cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
     if cvd is not None and cvd.strip() in ("", "-1"):
         return 0
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return 0
-    try:
-        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    n = sum(1 for line in listed.splitlines() if line.startswith("GPU "))
+        # no nvidia-smi: the driver's own view (a container may lack the tool but have the GPUs)
+        proc = "/proc/driver/nvidia/gpus"
+        if os.path.isdir(proc):
+            n = len(os.listdir(proc))
+        elif any(os.path.exists(f"/dev/nvidia{i}") for i in range(16)):
+            return None
+        else:
+            return 0
+    else:
+        try:
+            p = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if p.returncode != 0:
+            return 0 if "couldn't communicate with the nvidia driver" in (p.stdout + p.stderr).lower() else None
+        n = sum(1 for line in p.stdout.splitlines() if line.startswith("GPU "))
     if cvd is not None:
         n = min(n, len([d for d in cvd.split(",") if d.strip()]))
     return n
@@ -141,6 +152,8 @@ def layout_problems(config: Any, gpus: int | None = None) -> list[str]:
             "submit with `bash launch/submit.sh` (or launch/slurm.sbatch), or set trainer.nnodes=1"
         ]
     have = visible_gpus() if gpus is None else gpus
+    if have is None:
+        return []  # cannot tell: veRL checks the Ray cluster's GPUs once it is up
     if have == 0:
         return [
             f"no NVIDIA GPU is visible but the run asks for {per_node} (trainer.n_gpus_per_node): "
