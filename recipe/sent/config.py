@@ -183,11 +183,29 @@ def defaults() -> dict[str, Any]:
     return tree
 
 
+def verl_config_searchpath() -> str:
+    """Hydra search path of veRL's ``trainer/config`` directory, found without importing veRL
+    (``pkg://`` would import the whole package just to read its YAML files)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("verl")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        d = os.path.join(root, "trainer", "config")
+        if os.path.isfile(os.path.join(d, "ppo_trainer.yaml")):
+            return f"file://{d}"
+    return "pkg://verl.trainer.config"
+
+
 def register() -> None:
-    """Put :func:`defaults` into Hydra's ConfigStore as ``entropy_rl_schema``."""
+    """Put :func:`defaults` into Hydra's ConfigStore as ``entropy_rl_schema``, and the
+    ``entropy_rl_verl_config`` resolver the YAML's search path uses."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     ConfigStore.instance().store(name="entropy_rl_schema", node={"entropy_rl": defaults()})
+    if not OmegaConf.has_resolver("entropy_rl_verl_config"):
+        OmegaConf.register_new_resolver("entropy_rl_verl_config", verl_config_searchpath)
 
 
 class ConfigError(ValueError):

@@ -52,25 +52,7 @@ def cli(argv: list[str], hydra_main) -> None:
     if bad:
         print("[entropy-rl] cannot start:\n  - " + "\n  - ".join(bad), file=sys.stderr, flush=True)
         raise SystemExit(2)
-    if not any(a.startswith("hydra.searchpath") for a in argv):
-        # veRL's config directory by path: the YAML's pkg:// entry makes Hydra import the whole
-        # verl package (~5 s) just to read YAML files, before a typo can be reported
-        found = verl_config_dir()
-        if found:
-            sys.argv.insert(1, f"hydra.searchpath=[file://{found}]")
     hydra_main()
-
-
-def verl_config_dir() -> str | None:
-    """veRL's ``trainer/config`` directory, located without importing veRL."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("verl")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        d = os.path.join(root, "trainer", "config")
-        if os.path.isfile(os.path.join(d, "ppo_trainer.yaml")):
-            return d
-    return None
 
 
 @hydra.main(config_path=CONF_DIR, config_name="entropy_rl", version_base=None)
