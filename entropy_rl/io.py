@@ -36,22 +36,12 @@ def _tmp_beside(path: str) -> str:
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> str:
     """``write(f)`` to a binary file object that becomes ``path`` atomically; returns ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = _tmp_beside(path)
-    try:
+
+    def to_file(tmp: str) -> None:
         with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(folder)
-    return path
+
+    return atomic_write_path(path, to_file)
 
 
 def atomic_write_path(path: str | os.PathLike, write: Callable[[str], Any]) -> str:

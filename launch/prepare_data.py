@@ -80,6 +80,7 @@ if __package__ in (None, ""):  # `python launch/prepare_data.py`: make the repo 
 
 from entropy_rl.answers import all_boxed, exact_number, extract_answer, normalize_answer  # noqa: E402
 from entropy_rl.io import atomic_write_path  # noqa: E402
+from recipe.sent.config import DefaultsHelpFormatter  # noqa: E402
 
 try:
     from tqdm.auto import tqdm
@@ -912,25 +913,11 @@ def _print_table() -> None:
         print(f"    revision: {s.revision or 'not pinned (the current commit is read and recorded)'}")
 
 
-class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except where there is none to show (None, off flags)."""
-
-    def _get_help_string(self, action):
-        if (
-            action.default is None
-            or action.default is False
-            or action.default == []
-            or "default" in (action.help or "")
-        ):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="prepare_data.py",
         description="Write DAPO-Math-17k and the math eval sets as veRL RL parquet files.",
-        formatter_class=_DefaultsHelp,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--out", default=None, help="output root (default: $ENTROPY_RL_DATA or ~/data/entropy_rl)")
     p.add_argument("--datasets", default="all", help=f"comma list or 'all' (default); known: {','.join(DATASETS)}")

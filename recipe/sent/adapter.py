@@ -678,22 +678,6 @@ def initial_sampler(config: Any, train_dataset):
     return SemanticEntropyCurriculumSampler(placeholder, CurriculumConfig(**kw))
 
 
-def print_run_locations(config: Any) -> None:
-    """Every run ends by saying where its metrics, checkpoints and report are."""
-    t = config.trainer
-    loggers = list(t.logger) if not isinstance(t.logger, str) else [t.logger]
-    lines = [f"  checkpoints: {os.path.abspath(t.default_local_dir)}"]
-    if "file" in loggers:
-        path = os.environ.get("VERL_FILE_LOGGER_PATH") or os.path.join(
-            os.environ.get("VERL_FILE_LOGGER_ROOT", "."), t.project_name, f"{t.experiment_name}.jsonl"
-        )
-        lines.append(f"  metrics (jsonl): {os.path.abspath(path)}")
-        lines.append(f"  figures: python -m entropy_rl.report {os.path.dirname(os.path.abspath(path))} --out report/")
-    if "wandb" in loggers:
-        lines.append(f"  metrics (wandb): project {t.project_name}, run {t.experiment_name}")
-    print("[entropy-rl] run finished.\n" + "\n".join(lines), flush=True)
-
-
 def require_accelerators(config: Any) -> None:
     """Refuse clearly, before any worker starts, when the Ray cluster lacks the GPUs asked for."""
     want = int(config.trainer.nnodes) * int(config.trainer.n_gpus_per_node)

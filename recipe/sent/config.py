@@ -15,6 +15,7 @@ The library's dataclasses are the schema (``entropy_rl.config``: :class:`SentKLC
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import re
@@ -206,6 +207,17 @@ def register() -> None:
     ConfigStore.instance().store(name="entropy_rl_schema", node={"entropy_rl": defaults()})
     if not OmegaConf.has_resolver("entropy_rl_verl_config"):
         OmegaConf.register_new_resolver("entropy_rl_verl_config", verl_config_searchpath)
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse help that shows each option's default, except where there is none to show
+    (None, an off flag, an empty list) or the help text already says it."""
+
+    def _get_help_string(self, action):
+        d = action.default
+        if d is None or d is False or d == [] or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class ConfigError(ValueError):

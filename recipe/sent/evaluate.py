@@ -36,6 +36,7 @@ import numpy as np
 from entropy_rl.evaluation import format_table, parse_ks, summarize
 from entropy_rl.io import atomic_write_text
 from entropy_rl.reward import compute_score
+from recipe.sent.config import DefaultsHelpFormatter
 
 REQUIRED_COLUMNS = ("data_source", "prompt", "reward_model")
 
@@ -357,25 +358,11 @@ def write_json_atomic(path: str, obj: Any) -> str:
     return atomic_write_text(os.path.abspath(os.path.expanduser(path)), text + "\n")
 
 
-class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, except where there is none to show (None, off flags)."""
-
-    def _get_help_string(self, action):
-        if (
-            action.default is None
-            or action.default is False
-            or action.default == []
-            or "default" in (action.help or "")
-        ):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m recipe.sent.evaluate",
         description=__doc__.split("\n\n")[0].replace("``", ""),
-        formatter_class=_DefaultsHelp,
+        formatter_class=DefaultsHelpFormatter,
     )
     ap.add_argument("--model", required=True, help="HF model directory (or a name vLLM/transformers can load)")
     ap.add_argument("--data", required=True, help="comma-separated eval parquet files")
