@@ -215,13 +215,14 @@ class AERController:
             return min(max(raw, lo), hi)
 
         returning = rel * slope > 0  # below H* and rising, or above and falling
-        candidate = min(max(self.integral + cfg.rel_integral_gain * span * rel, cfg.alpha_min), cfg.alpha_max)
+        alpha = alpha_from(self.integral)
         # integrating further while α is already held at a bound in the same direction only winds up
-        held = (rel > 0 and alpha_from(self.integral) >= hi) or (rel < 0 and alpha_from(self.integral) <= lo)
+        held = (rel > 0 and alpha >= hi) or (rel < 0 and alpha <= lo)
         integrating = not returning and not held
         if integrating:
-            self.integral = candidate
-        self.alpha = alpha_from(self.integral)
+            self.integral = min(max(self.integral + cfg.rel_integral_gain * span * rel, cfg.alpha_min), cfg.alpha_max)
+            alpha = alpha_from(self.integral)
+        self.alpha = alpha
         return {"aer/relative_error": rel, "aer/relative_slope": slope, "aer/integrating": float(integrating)}
 
     def prompt_weights(self, accuracy: torch.Tensor) -> torch.Tensor:
