@@ -593,6 +593,13 @@ def _fast_verdict(p: str, g: str) -> bool | None:
         return None
     if len(p) > 200 or len(g) > 200:
         return None
+    if _STRING_ONLY_RE.fullmatch(p) or _STRING_ONLY_RE.fullmatch(g):
+        # math-verify's only reading of a word followed by `?` or `=` is its text (its LaTeX
+        # grammar has no `?` token and an `=` needs a right side), so it equals an answer only
+        # as a string; its normaliser never writes `?` or `=`, so an answer without either
+        # cannot be that string.
+        other = g if _STRING_ONLY_RE.fullmatch(p) else p
+        return False if "?" not in other and "=" not in other else None
     x, y = _structure(p), _structure(g)
     v = _structure_verdict(x, y)
     if v is None and (x is None or y is None):
@@ -619,6 +626,7 @@ _PI_RES = (
 )
 _FRAC_SQRT_RE = re.compile(r"(-?)\\frac\{(\d{1,6})\}\{(\d{1,6})\}\\sqrt\{(\d{1,6})\}")  # \frac{1}{2}\sqrt{3}
 _WORD_RE = re.compile(r"[a-z]{1,60}")
+_STRING_ONLY_RE = re.compile(r"[a-z]{0,60}[?=]{1,20}")  # `x=`, `asdfqwerty???`
 _MAX_ELEMENTS = 20
 
 _Value = tuple  # (q: Fraction, n: square-free int, k: power of pi, 0 or 1)
@@ -695,7 +703,8 @@ def _structure(s: str) -> tuple | None:
     vals = [_radical(x) for x in parts]
     if any(v is None for v in vals):
         return None
-    return (kind, tuple(vals))
+    # whether every element is written as an integer: math-verify reads `(2, 2)` and `(2.0, 2)` differently
+    return (kind, tuple(vals), all(_INT_RE.fullmatch(x) for x in parts))
 
 
 def _rad_float(v: _Value) -> float:
@@ -758,26 +767,41 @@ def _structure_verdict(x: tuple | None, y: tuple | None) -> bool | None:
         if all(v is True for v in verdicts):
             return True
         return False if any(v is False for v in verdicts) else None
-    # Two ends in brackets are an interval to math-verify: `(a, b)` with a >= b is empty,
-    # and every empty interval equals every other, so only non-empty ones (ends well
-    # apart) are compared by their ends and brackets.
-    x_empty = _rad_float(xs[0]) >= _rad_float(xs[1]) - 1e-4
-    y_empty = _rad_float(ys[0]) >= _rad_float(ys[1]) - 1e-4
-    if x_empty or y_empty:
-        if x_empty and y_empty:
-            return None
-        # one side surely non-empty, the other surely empty: ends the wrong way round, or
-        # equal ends with an open bracket
-        e, k = (xs, x[0]) if x_empty else (ys, y[0])
-        if _rad_float(e[0]) > _rad_float(e[1]) + 1e-4 or (e[0] == e[1] and k != "[]"):
-            return False
+    # Two ends in brackets, as math-verify reads them: an interval when the left end is the
+    # smaller; else `(a, b)` and `[a, b]` are tuples and `[a, b)`, `(a, b]` are empty (every
+    # empty set equals every other). Ends too close to order are left to it.
+    rx, ry = _pair_reading(x[0], xs, x[2]), _pair_reading(y[0], ys, y[2])
+    if rx is None or ry is None:
         return None
-    if x[0] != y[0]:
+    if rx[0] != ry[0]:
+        return False
+    if rx[0] == "empty":
+        return True
+    if rx[0] == "interval" and rx[1] != ry[1]:
         return False  # same ends, other brackets, or other ends: different sets
-    verdicts = [_apart(u, v) for u, v in zip(xs, ys)]
+    verdicts = [_apart(u, v) for u, v in zip(rx[2], ry[2])]
     if all(v is True for v in verdicts):
         return True
     return False if any(v is False for v in verdicts) else None
+
+
+def _pair_reading(brackets: str, ends: tuple, integers: bool) -> tuple | None:
+    """math-verify's reading of two ends in brackets: ``("interval", brackets, ends)``,
+    ``("tuple", "", ends)``, ``("point", "", (a,))`` (`[a, a]`) or ``("empty", "", ())``;
+    ``None`` when the ends are too close to order. Equal ends are read only when both are
+    written as integers: to math-verify `(2.0, 2)` equals `(2.0, 2]`, while `(2, 2)` does not
+    equal `(2, 2]`."""
+    a, b = ends
+    if a == b and integers:
+        if brackets == "()":
+            return ("tuple", "", ends)
+        return ("point", "", (a,)) if brackets == "[]" else ("empty", "", ())
+    fa, fb = _rad_float(a), _rad_float(b)
+    if abs(fa - fb) <= 1e-4:
+        return None
+    if fa < fb:
+        return ("interval", brackets, ends)
+    return ("tuple", "", ends) if brackets in ("()", "[]") else ("empty", "", ())
 
 
 # Polynomials in one variable with rational coefficients, decided by expanding both sides:

@@ -112,7 +112,30 @@ EDGE_PAIRS = [
     ("too", "3"),
     ("seetheexplanationabove", "x^2+4x+4"),
     ("alice", "(x+1)^2"),
+    # answers math-verify can only read as text: a word followed by `?` or `=`
+    ("x=", "25950"),
+    ("x=", "alice"),
+    ("x=", "infinitelymany"),
+    ("x=", "\\{-8,-3,2\\}"),
+    ("x=", "(0,5)"),
+    ("asdfqwerty???", "\\frac{\\sqrt{2}}{2}"),
+    ("asdfqwerty???", "alice"),
+    ("asdfqwerty???", "asdfqwerty"),
+    ("?", "3"),
+    ("inf?", "\\infty"),
+    ("and=", "1,2"),
+    ("percent=", "50\\%"),
+    ("x=", "x"),
+    ("e=", "e"),
 ]
+# two ends in every bracket pair, ends increasing, equal, decreasing, with radicals and pi:
+# intervals, tuples, points and empty sets to math-verify, every pair compared
+INTERVAL_FORMS = [
+    f"{left}{a},{b}{right}"
+    for a, b in [("3", "-3"), ("5", "5"), ("2", "7"), ("-4", "-9"), ("\\sqrt{2}", "1"), ("1", "\\pi"), ("2.0", "2")]
+    for left, right in ["()", "[)", "(]", "[]"]
+]
+EDGE_PAIRS += [(a, b) for a in INTERVAL_FORMS for b in INTERVAL_FORMS]
 
 
 def test_fast_paths_agree_with_the_symbolic_path():
