@@ -146,9 +146,15 @@ class DatasetSpec:
 # AIME25, MATH-500, the OlympiadBench config list, the split/file names of amc23 and
 # minervamath) and from other people's loaders (amc23, minerva and OlympiadBench column
 # names). Run `--limit 5` once online to confirm them.
+# Revisions: the four pinned below are each repository's default-branch commit as recorded
+# by public dataset cards and loaders of 2026 (not read here: the Hub was unreachable); a
+# wrong one fails the load with the Hub's "revision not found". amc23, olympiadbench and
+# minerva are not pinned yet: their first run prints the commit it read, and the written
+# metadata records it; pin that here.
 DATASETS: dict[str, DatasetSpec] = {
     "dapo_math_17k": DatasetSpec(
         repo="BytedTsinghua-SIA/DAPO-Math-17k",
+        revision="65877096c24ffa7abc4e4fa5edb95cf3413a5674",
         split="train",
         out_split="train",
         problem=("prompt",),
@@ -161,6 +167,7 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "aime24": DatasetSpec(
         repo="HuggingFaceH4/aime_2024",
+        revision="2fe88a2f1091d5048c0f36abc874fb997b3dd99a",
         split="train",
         out_split="test",
         problem=("problem",),
@@ -169,6 +176,7 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "aime25": DatasetSpec(
         repo="math-ai/aime25",
+        revision="563bb8404243c5f09de6ec262f2db674fe5bce9b",
         split="test",
         out_split="test",
         problem=("problem",),
@@ -187,6 +195,7 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "math500": DatasetSpec(
         repo="HuggingFaceH4/MATH-500",
+        revision="6e4ed1a2a79af7d8630a6b768ec859cb5af4d3be",
         split="test",
         out_split="test",
         problem=("problem",),

@@ -504,10 +504,16 @@ def test_hub_path_uses_table(tmp_path, monkeypatch):
     assert [r.rows for r in res] == [3, 4, 4] and res[0].source.startswith("hub:Hothan/OlympiadBench")
     assert res[2].duplicates == 8
     assert read(tmp_path / "out" / "olympiadbench" / "test.parquet")[1]["reward_model"]["ground_truth"] == "2, 3"
-    assert revs == ["main-sha-Hot", "v1-sha-Hug", "main-sha-Byt"]
+    # olympiadbench is not pinned (current commit), --revision overrides math500's pin, and
+    # dapo_math_17k reads the commit its spec pins
+    dapo_pin = pdata.DATASETS["dapo_math_17k"].revision
+    assert dapo_pin and len(dapo_pin) == 40
+    assert revs == ["main-sha-Hot", "v1-sha-Hug", f"{dapo_pin}-sha-Byt"]
     meta = pdata.read_metadata(tmp_path / "out" / "math500" / "test.parquet")
     assert (meta["revision_requested"], meta["revision"]) == ("v1", "v1-sha-Hug")
     assert meta["source"] == "hub:HuggingFaceH4/MATH-500[test]" and meta["rows"] == 4
+    meta = pdata.read_metadata(tmp_path / "out" / "dapo_math_17k" / "train.parquet")
+    assert (meta["revision_requested"], meta["revision"]) == (dapo_pin, f"{dapo_pin}-sha-Byt")
     assert pdata.read_metadata(tmp_path / "out" / "olympiadbench" / "test.parquet")["revision_requested"] is None
 
     def offline(*a, **k):
