@@ -7,7 +7,7 @@ measured in the same run:
 
 - veRL's own losses through ``get_policy_loss_fn`` with the ``ActorConfig`` of our presets
   (``grpo`` → vanilla, ``kl_cov``, ``clip_cov``);
-- ours, called as ``recipe/sent/adapter.entropy_rl_loss`` calls them: SENT with the token
+- ours, called as ``recipe/sent/worker_loss.entropy_rl_loss`` calls them: SENT with the token
   sets precomputed batch-wide (the recipe's default; the selection itself is
   ``bench_selection.py``), SENT with in-loss ``micro`` selection in release and paper mode,
   AER (per-token bonus coefficients from the driver), SENT + AER;

@@ -3,7 +3,7 @@
 
     python launch/prepare_data.py                                # all sets -> $ENTROPY_RL_DATA
     python launch/prepare_data.py --datasets dapo_math_17k,aime24 --out ~/data/entropy_rl
-    python launch/prepare_data.py --source-dir /shared/raw       # offline: DIR/<name>.parquet|.jsonl|.json
+    python launch/prepare_data.py --source-dir /nfs/raw          # offline: DIR/<name>.parquet|.jsonl|.json
     python -m launch.prepare_data --list                         # the dataset table
 
 Output: ``<out>/<name>/train.parquet`` (training sets) or ``<out>/<name>/test.parquet``

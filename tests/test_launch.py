@@ -310,7 +310,7 @@ def test_failure_message_names_the_checkpoint_a_resume_would_load(tmp_path):
 
 def test_metrics_file_keeps_history_across_a_resume(tmp_path, monkeypatch):
     """veRL's file logger truncates its file on open; ours keeps the steps before the resume."""
-    from recipe.sent.adapter import ResumableFileLogger
+    from recipe.sent.ray_trainer import ResumableFileLogger
 
     path = tmp_path / "m.jsonl"
     monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(path))

@@ -106,7 +106,7 @@ def test_empty_micro_batch_through_the_installed_loss():
     tu.assign_non_tensor(td, batch_num_tokens=40, global_batch_size=8)
     lp_nested, lp_leaf = nested_full_sequence(t["logp"], t["plen"], t["rlen"], requires_grad=True)
     ent_nested, _ = nested_full_sequence(t["ent"], t["plen"], t["rlen"])
-    from recipe.sent.adapter import make_actor_loss
+    from recipe.sent.worker_loss import make_actor_loss
 
     loss, metrics = make_actor_loss(cfg)(
         model_output={"log_probs": lp_nested, "entropy": ent_nested}, data=td, dp_group=None
@@ -352,7 +352,7 @@ def test_nonfinite_count_only_covers_what_the_loss_reads():
 
 def test_installed_loss_reports_nonfinite_inputs():
     """Through the worker-side loss veRL calls: a NaN old log-prob shows in its metrics."""
-    from recipe.sent.adapter import make_actor_loss
+    from recipe.sent.worker_loss import make_actor_loss
 
     cfg = cached_cfg("sent_aer", "entropy_rl.token_kl.selection=micro")
     dp, t = make_micro_batch(B=4, seed=5)

@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from entropy_rl.curriculum import CurriculumConfig, SemanticEntropyCurriculumSampler
-from recipe.sent.adapter import curriculum_kwargs
 from recipe.sent.hooks import EntropyHooks, MicroBatchLayout
+from recipe.sent.ray_trainer import curriculum_kwargs
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CONF = os.path.join(ROOT, "conf")
@@ -236,7 +236,7 @@ def test_clip_higher_preset_is_dapos_decoupled_clip():
 def test_clip_higher_loss_lets_a_ratio_of_1_25_through():
     """ε_high = 0.28: a positive-advantage token at ratio 1.25 still has a gradient; GRPO's
     symmetric 0.2 clip stops it."""
-    from recipe.sent.adapter import make_actor_loss
+    from recipe.sent.worker_loss import make_actor_loss
     from tests.test_worker_loss import make_micro_batch, nested_full_sequence, to_engine_layout
 
     grads = {}

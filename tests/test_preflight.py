@@ -212,3 +212,32 @@ def test_gpu_count_without_torch(tmp_path, monkeypatch):
         'NVIDIA driver" >&2; exit 9\n'
     )
     assert visible_gpus() == 0
+
+
+def test_conflicting_settings_are_refused_by_the_preflight_once_per_start(tmp_path, demo, monkeypatch):
+    """The combination rules run in the pre-flight (before Ray), and every check of the
+    knobs and their combinations runs once per start: the launch does not repeat them."""
+    import recipe.sent.main as main_mod
+    import recipe.sent.run as run_mod
+
+    monkeypatch.setenv("ENTROPY_RL_DATA", str(demo))
+    cfg = compose_cfg("backend=cpu", "method=aer", f"trainer.default_local_dir={tmp_path / 'ckpt'}")
+    with open_dict(cfg):
+        cfg.actor_rollout_ref.actor.entropy_coeff = 0.01
+    with pytest.raises(PreflightError, match=r"entropy_rl.aer replaces the fixed bonus.*entropy_coeff=0"):
+        preflight(cfg)
+
+    calls = {"problems": 0, "combination_problems": 0, "launch": 0}
+    for name in ("problems", "combination_problems"):
+        real = getattr(schema, name)
+
+        def counted(*a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(schema, name, counted)
+        monkeypatch.setattr(f"recipe.sent.preflight.{'knob_problems' if name == 'problems' else name}", counted)
+    monkeypatch.setattr(run_mod, "launch", lambda config, mode: calls.__setitem__("launch", calls["launch"] + 1))
+    monkeypatch.setattr(main_mod, "select_platform", lambda config: None)
+    main_mod.start(compose_cfg("backend=cpu", "method=aer", f"trainer.default_local_dir={tmp_path / 'ckpt'}"), "train")
+    assert calls == {"problems": 1, "combination_problems": 1, "launch": 1}

@@ -642,7 +642,7 @@ def _loader(tmp_path, train_files, model="model-a"):
     """An EntropyRLTrainer with only what its data path reads (no Ray, no workers)."""
     from omegaconf import OmegaConf
 
-    from recipe.sent.adapter import EntropyRLTrainer
+    from recipe.sent.ray_trainer import EntropyRLTrainer
 
     cfg = OmegaConf.create(
         {

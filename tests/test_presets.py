@@ -10,8 +10,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from recipe.sent.adapter import check_config, curriculum_kwargs
+from recipe.sent.config import check_config
 from recipe.sent.hooks import aer_config, sent_config
+from recipe.sent.ray_trainer import curriculum_kwargs
 
 CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
 METHODS = sorted(f[:-5] for f in os.listdir(os.path.join(CONF, "method")) if f.endswith(".yaml"))

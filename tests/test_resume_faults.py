@@ -2,7 +2,7 @@
 
 A "process" is a fresh set of objects — :class:`~recipe.sent.hooks.EntropyHooks` (AER
 controller, semantic-entropy EMA tables), the curriculum sampler inside a torchdata
-``StatefulDataLoader`` (as veRL builds it) and an :class:`~recipe.sent.adapter.EntropyRLTrainer`
+``StatefulDataLoader`` (as veRL builds it) and an :class:`~recipe.sent.ray_trainer.EntropyRLTrainer`
 shell whose ``_save_checkpoint`` / ``_load_checkpoint`` are the real ones, over veRL's real
 ``RayPPOTrainer`` save / load (only the actor worker group is a fake that writes a shard).
 :func:`fit` mirrors the shape of veRL's ``RayPPOTrainer.fit`` loop (load, epochs of the
@@ -34,7 +34,6 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from entropy_rl.curriculum import CurriculumConfig, SemanticEntropyCurriculumSampler
 from recipe.sent import checkpoint
-from recipe.sent.adapter import EntropyRLTrainer, curriculum_kwargs
 from recipe.sent.checkpoint import (
     MANIFEST_FILE,
     SAVING_FILE,
@@ -44,6 +43,7 @@ from recipe.sent.checkpoint import (
     validate_checkpoint,
 )
 from recipe.sent.hooks import FIELD_ENTROPY_COEF, EntropyHooks
+from recipe.sent.ray_trainer import EntropyRLTrainer, curriculum_kwargs
 
 CONF = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "conf"))
 N_ROWS, BATCH, N_ROLL, T = 22, 4, 4, 8  # 5 steps per epoch (drop_last drops 2 rows)

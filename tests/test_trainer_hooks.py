@@ -20,8 +20,9 @@ from verl.trainer.ppo.utils import create_rl_dataset
 from verl.utils.dataset.rl_dataset import collate_fn
 
 from entropy_rl.reward import compute_score
-from recipe.sent.adapter import EntropyRLTrainer, initial_sampler
+from recipe.sent.adapter import initial_sampler
 from recipe.sent.hooks import FIELD_ENTROPY_COEF, FIELD_TOKEN_SET
+from recipe.sent.ray_trainer import EntropyRLTrainer
 from tests.tiny import make_model, make_tokenizer
 
 CONF = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "conf"))

@@ -19,8 +19,8 @@ from verl.workers.utils.losses import ppo_loss
 from verl.workers.utils.padding import left_right_2_no_padding
 
 from entropy_rl.losses import compute_policy_loss, select_tokens
-from recipe.sent.adapter import make_actor_loss
 from recipe.sent.hooks import FIELD_ENTROPY_COEF, FIELD_TOKEN_SET, sent_config
+from recipe.sent.worker_loss import make_actor_loss
 
 CONF = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "conf"))
 

@@ -319,6 +319,44 @@ def validate(section_cfg: Any) -> None:
         raise ConfigError("invalid entropy_rl settings:\n  - " + "\n  - ".join(found))
 
 
+def combination_problems(config: Any) -> list[str]:
+    """Settings of a composed run config that are each valid but together would silently do
+    something else (our loss replacing veRL's, AER replacing the fixed bonus), naming the keys."""
+    from omegaconf import OmegaConf
+
+    def get(key: str, default: Any = None) -> Any:
+        v = OmegaConf.select(config, key, default=default)
+        return default if v is None else v
+
+    out = []
+    if get("trainer.use_v1", True):
+        out.append("entropy-rl builds on veRL's legacy driver: set trainer.use_v1=false")
+    ours = bool(get("entropy_rl.token_kl.enable", False)) or bool(get("entropy_rl.aer.enable", False))
+    mode = get("actor_rollout_ref.actor.policy_loss.loss_mode", "vanilla")
+    if ours and mode != "vanilla":
+        out.append(
+            f"entropy_rl.token_kl / entropy_rl.aer replace the policy loss, but "
+            f"actor_rollout_ref.actor.policy_loss.loss_mode={mode!r}: use 'vanilla' (or pick the {mode} preset alone)"
+        )
+    if ours and not get("actor_rollout_ref.actor.calculate_entropy", False):
+        out.append(
+            "entropy_rl.token_kl / aer need the token entropy: set actor_rollout_ref.actor.calculate_entropy=true"
+        )
+    if get("entropy_rl.aer.enable", False) and get("actor_rollout_ref.actor.entropy_coeff", 0) != 0:
+        out.append("entropy_rl.aer replaces the fixed bonus: set actor_rollout_ref.actor.entropy_coeff=0")
+    return out
+
+
+def check_config(config: Any) -> None:
+    """Raise :class:`ConfigError` with every wrong ``entropy_rl.*`` knob (:func:`problems`) and
+    every conflicting combination (:func:`combination_problems`) of a composed run config."""
+    found = problems(config.entropy_rl)
+    if not found:  # the combinations read knobs that must be valid first
+        found = combination_problems(config)
+    if found:
+        raise ConfigError("invalid entropy_rl settings:\n  - " + "\n  - ".join(found))
+
+
 def override_problems(overrides: list[str]) -> list[str]:
     """Command-line overrides of ``entropy_rl.*`` keys that no knob has, before Hydra composes
     (Hydra would say 'not in struct ... use +key'; for a typo that is the wrong advice)."""

@@ -1,9 +1,9 @@
 """Per-step entropy machinery of the recipe, on plain tensors (no Ray, no veRL types).
 
-The adapter (:mod:`recipe.sent.adapter`) calls :meth:`EntropyHooks.on_batch` once per
+The trainer (:mod:`recipe.sent.ray_trainer`) calls :meth:`EntropyHooks.on_batch` once per
 training step, after veRL has computed old log-probs, token entropy and advantages for the
 whole batch and before the actor update. It returns per-token fields to attach to the batch
-(read by the installed loss, :func:`recipe.sent.adapter.entropy_rl_loss`) and metrics:
+(read by the installed loss, :func:`recipe.sent.worker_loss.entropy_rl_loss`) and metrics:
 
 - SENT token selection over the *whole* training batch (``token_kl.selection: batch``): the
   top-k% covariance is global across micro-batches and data-parallel ranks, unlike the
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ import torch
 from entropy_rl.aer import AERConfig, AERController
 from entropy_rl.losses import TOKEN_HIGH_COV, TOKEN_LOW_COV, TOKEN_OUTSIDE, SentKLConfig, cov_counts, select_tokens
 from entropy_rl.semantic_entropy import cluster_answers, semantic_entropy
+from recipe.sent.config import validate
 
 # Fields the hooks attach to the batch; the installed loss reads them.
 FIELD_TOKEN_SET = "sent_token_set"
@@ -36,26 +37,24 @@ FIELD_ENTROPY_COEF = "aer_entropy_coef"
 _BUCKETS = (("unsolved", 0.0, 0.0), ("hard", 1e-9, 0.5), ("easy", 0.5 + 1e-9, 1.0 - 1e-9), ("solved", 1.0, 1.0))
 
 
-def _dataclass_from(cls, cfg: Any, skip: Sequence[str] = ()):
-    """Build ``cls`` from a mapping, failing loudly on keys it does not know."""
-    data = {k: v for k, v in dict(cfg).items() if k not in skip}
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
-    return cls(**data)
+def _dataclass_from(section: str, cls, cfg: Any, skip: Sequence[str] = ()):
+    """Build ``cls`` from the ``entropy_rl.<section>`` mapping, checked by the one schema
+    (:func:`recipe.sent.config.validate`: unknown keys, types, allowed values, ranges)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    validate({section: data})
+    return cls(**{k: v for k, v in data.items() if k not in skip})
 
 
 def sent_config(token_kl: Any) -> SentKLConfig:
     """``entropy_rl.token_kl`` → :class:`SentKLConfig` (``enable``/``selection`` are the recipe's)."""
-    if token_kl.get("selection", "batch") not in ("batch", "micro"):
-        raise ValueError(f"entropy_rl.token_kl.selection must be 'batch' or 'micro', got {token_kl.get('selection')!r}")
-    return _dataclass_from(SentKLConfig, token_kl, skip=("enable", "selection"))
+    return _dataclass_from("token_kl", SentKLConfig, token_kl, skip=("enable", "selection"))
 
 
 def aer_config(aer: Any) -> AERConfig:
     """``entropy_rl.aer`` → :class:`AERConfig`."""
-    return _dataclass_from(AERConfig, aer, skip=("enable",))
+    return _dataclass_from("aer", AERConfig, aer, skip=("enable",))
 
 
 @dataclass(frozen=True)

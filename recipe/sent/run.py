@@ -12,7 +12,7 @@ from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils.config import validate_config
 
 from entropy_rl.cpu.checks import check_cpu_config
-from recipe.sent.adapter import EntropyRLTaskRunner, ScoreTaskRunner, check_config
+from recipe.sent.adapter import EntropyRLTaskRunner, ScoreTaskRunner
 from recipe.sent.diagnostics import explain_failure, print_run_locations
 
 
@@ -36,8 +36,8 @@ def launch(config: Any, mode: str = "train") -> None:
         # (e.g. VERL_PLATFORM); let Ray combine them instead of refusing the overlap.
         os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
     auto_set_device(config)
+    # entropy-rl's own knobs and combinations were checked by the pre-flight, before this
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-    check_config(config)
     if mode == "score":
         # the standalone pass samples with the scoring settings
         s = config.entropy_rl.scoring
