@@ -23,7 +23,7 @@ from typing import Any
 
 from entropy_rl.answers import DEFAULT_TIMEOUT, all_boxed, check_pairs, extract_answer
 
-__all__ = ["compute_score", "gold_answers"]
+__all__ = ["answer_verdict", "compute_score", "gold_answers"]
 
 
 def _number_to_str(x: numbers.Number) -> str:
@@ -103,12 +103,17 @@ def compute_score(
     ``reward/verify_timeouts``). The keys are the same for every sample.
     """
     pred = extract_answer(solution_str)
-    golds = gold_answers(ground_truth)
-    correct = False
-    timeouts = 0
-    if pred is not None and golds:
-        total = timeout if len(golds) > 1 else None  # one gold: the pair's own timeout bounds it
-        checks = check_pairs([(pred, g) for g in golds], timeout=timeout, total_timeout=total)
-        correct = any(checks.equivalent)
-        timeouts = sum(checks.timed_out)
+    correct, timeouts = answer_verdict(pred, gold_answers(ground_truth), timeout=timeout)
     return {"score": 1.0 if correct else 0.0, "acc": correct, "pred": pred or "", "verify_timeouts": timeouts}
+
+
+def answer_verdict(pred: str | None, golds: list[str], *, timeout: float = DEFAULT_TIMEOUT) -> tuple[bool, int]:
+    """(whether ``pred`` equals any of ``golds``, checks that timed out): the reward's rule,
+    used wherever an extracted answer is graded (reward, scoring pass, evaluation).
+
+    ``timeout`` bounds each check and, with several golds, all of them together."""
+    if pred is None or not golds:
+        return False, 0
+    total = timeout if len(golds) > 1 else None  # one gold: the pair's own timeout bounds it
+    checks = check_pairs([(pred, g) for g in golds], timeout=timeout, total_timeout=total)
+    return any(checks.equivalent), sum(checks.timed_out)

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import numbers
 import os
 import re
@@ -80,6 +79,7 @@ if __package__ in (None, ""):  # `python launch/prepare_data.py`: make the repo 
 
 from entropy_rl.answers import all_boxed, exact_number, extract_answer, normalize_answer  # noqa: E402
 from entropy_rl.io import atomic_write_path  # noqa: E402
+from entropy_rl.rows import gold_problem  # noqa: E402
 from recipe.sent.config import DefaultsHelpFormatter  # noqa: E402
 
 try:
@@ -348,26 +348,20 @@ def _strip_inner_dollars(s: str) -> str:
 
 
 def normalize_gold(value: Any, name: str = "answer") -> str:
-    """The gold answer as a clean string (see module doc); raises on unusable golds."""
-    if value is None or value is _MISSING:
-        raise _RowError(name, "is missing (null)")
+    """The gold answer as a clean string (see module doc); raises on unusable golds (the
+    rules every reader of the rows applies: :func:`entropy_rl.rows.gold_problem`)."""
+    why = gold_problem(None if value is _MISSING else value)
+    if why is not None:
+        raise _RowError(name, why)
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         value = value.tolist()  # numpy scalar / array
-    if isinstance(value, bool):
-        raise _RowError(name, f"must be a string or number, got bool {value!r}")
     if isinstance(value, numbers.Integral):
         return str(int(value))
     if isinstance(value, numbers.Real):
         f = float(value)
-        if not math.isfinite(f):
-            raise _RowError(name, f"is not a finite number ({f!r})")
         return str(int(f)) if f.is_integer() else repr(f)
     if isinstance(value, (list, tuple)):
-        if not value:
-            raise _RowError(name, "is an empty list")
         return ", ".join(normalize_gold(v, name) for v in value)
-    if not isinstance(value, str):
-        raise _RowError(name, f"must be a string, number or list, got {type(value).__name__}")
     s = value.strip()
     if "\\boxed" in s or "\\fbox" in s:
         # several boxes are one multi-valued gold, as the reward reads them (gold_answers)

@@ -585,10 +585,10 @@ def test_bad_value_types_are_named(src, tmp_path):
     ):
         run(src, tmp_path / "out", "amc23")
     cases = [  # (row edit, expected message tail)
-        ({"answer": {"value": 5}}, "field 'answer' must be a string, number or list, got dict"),
+        ({"answer": {"value": 5}}, "field 'answer' must be a string, number or list of them, got dict"),
         ({"answer": float("inf")}, "field 'answer' is not a finite number (inf)"),
         ({"answer": False}, "field 'answer' must be a string or number, got bool False"),
-        ({"answer": ["1", None]}, "field 'answer' is missing (null)"),
+        ({"answer": ["1", None]}, "field 'answer' item 1 is missing (null)"),
         ({"problem": 17}, "field 'problem' must be a string, got int"),
         ({"problem": None}, "field 'problem' is missing (null)"),
     ]
@@ -627,7 +627,7 @@ def test_skip_invalid_reports_every_skipped_row(src, tmp_path, capsys):
         ("math500", origin, 6, "answer"),
     ]
     assert [x["reason"] for x in rej] == [
-        "field 'answer' must be a string, number or list, got dict",
+        "field 'answer' must be a string, number or list of them, got dict",
         "field 'problem' is empty",
         "field 'answer' is not a finite number (nan)",
     ]
@@ -750,7 +750,7 @@ def test_training_rows_checked_with_file_row_field(src, tmp_path):
     assert str(e.value).splitlines()[1:] == [
         f"  {second} row 1: field 'prompt' has only empty messages",
         f"  {second} row 2: field 'extra_info.index' = 100 repeats {first} row 0",
-        f"  {second} row 3: field 'reward_model.ground_truth' is missing",
+        f"  {second} row 3: field 'reward_model.ground_truth' is missing (null)",
     ]
     # rows veRL filtered out (e.g. overlong prompts): the dataset position is named instead
     assert "row 1 after veRL's filtering" in trainer.train_row_names(3)(1)

@@ -162,3 +162,22 @@ def test_loads_like_verl_custom_reward_function():
     merged = {"data_source": "aime", "solution_str": "\\boxed{033}", "ground_truth": "33", "extra_info": {}}
     out = fn(**merged)
     assert out["score"] == 1.0 and out["acc"] is True and out["pred"] == "033"
+
+
+def test_scoring_pass_grades_answers_as_the_reward_does():
+    """The scoring pass's pass rate and the training reward read golds with one parser
+    (several boxes are one multi-valued gold) under the same bounded checks."""
+    from entropy_rl.reward import compute_score
+    from recipe.sent.scoring import score_group
+
+    gold = r"$\boxed{1}\boxed{2}$"
+    responses = [r"so \boxed{2}", r"so \boxed{1, 2}", r"so \boxed{2, 1}", "no answer"]
+    rewards = [compute_score(solution_str=r, ground_truth=gold)["score"] for r in responses]
+    assert rewards == [0.0, 1.0, 1.0, 0.0]
+    assert score_group(responses, gold)["pass_rate"] == sum(rewards) / len(rewards)
+    # a nested list of acceptable golds, as a parquet list column can give it
+    gold = [["3", "4"]]
+    responses = [r"\boxed{4}", r"\boxed{3}", r"\boxed{5}"]
+    rewards = [compute_score(solution_str=r, ground_truth=gold)["score"] for r in responses]
+    assert rewards == [1.0, 1.0, 0.0]
+    assert score_group(responses, gold)["pass_rate"] == sum(rewards) / len(rewards)

@@ -36,6 +36,7 @@ import numpy as np
 from entropy_rl.evaluation import format_table, parse_ks, summarize
 from entropy_rl.io import atomic_write_text
 from entropy_rl.reward import compute_score
+from entropy_rl.rows import gold_problem
 from recipe.sent.config import DefaultsHelpFormatter
 
 REQUIRED_COLUMNS = ("data_source", "prompt", "reward_model")
@@ -77,6 +78,8 @@ def _to_py(x: Any) -> Any:
 
 
 def _messages(value: Any, where: str) -> list[dict[str, str]]:
+    """The prompt as chat messages. Stricter than :func:`entropy_rl.rows.prompt_problem`
+    (which training applies): the chat template needs a list, and every message content."""
     value = _to_py(value)
     if not isinstance(value, list) or not value:
         raise EvalInputError(f"{where}: field 'prompt' must be a non-empty list of chat messages, got {value!r:.80}")
@@ -125,8 +128,9 @@ def load_problems(paths: Sequence[str]) -> list[Problem]:
             if not isinstance(rm, dict) or "ground_truth" not in rm:
                 raise EvalInputError(f"{where}: field 'reward_model.ground_truth' is missing")
             gold = rm["ground_truth"]
-            if gold is None or (isinstance(gold, (str, list)) and not gold):
-                raise EvalInputError(f"{where}: field 'reward_model.ground_truth' is empty")
+            why = gold_problem(gold)
+            if why is not None:
+                raise EvalInputError(f"{where}: field 'reward_model.ground_truth' {why}")
             index: Any = row
             if has_extra:
                 ei = _to_py(rec["extra_info"])

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import numbers
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,18 +34,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from entropy_rl.answers import extract_answer, is_equivalent
+from entropy_rl.answers import extract_answer
 from entropy_rl.io import atomic_write_path
+from entropy_rl.reward import answer_verdict, gold_answers
+from entropy_rl.rows import gold_problem, prompt_problem
 from entropy_rl.semantic_entropy import cluster_answers, semantic_entropy
 from recipe.sent.progress import progress_bar
 
 SCORE_COLUMNS = ("row", "index", "semantic_entropy", "pass_rate", "n_classes", "no_answer_frac")
-
-
-def _golds(gold: Any) -> list[str]:
-    if isinstance(gold, (list, tuple, np.ndarray)):
-        return [str(g) for g in gold]
-    return [str(gold)]
 
 
 def score_group(
@@ -65,8 +60,8 @@ def score_group(
         raise ValueError("score_group: no responses")
     preds = [extract_answer(r) for r in responses]
     ids = cluster_answers(preds)
-    golds = _golds(gold)
-    correct = [p is not None and any(is_equivalent(p, g) for g in golds) for p in preds]
+    golds = gold_answers(gold)  # read, and graded, exactly as the reward does
+    correct = [answer_verdict(p, golds)[0] for p in preds]
     return {
         "semantic_entropy": semantic_entropy(ids, seq_logprobs),
         "pass_rate": float(np.mean(correct)),
@@ -76,60 +71,6 @@ def score_group(
 
 
 # ------------------------------------------------------------------ training rows
-def _seq(value: Any) -> list | None:
-    """A list from a list / tuple / numpy array (parquet gives arrays), else None."""
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return None
-
-
-def _prompt_problem(value: Any) -> str | None:
-    """Why a prompt is unusable (None when it is fine): a non-empty string, or a chat list
-    of ``{"role", "content"}`` messages with string contents, one of them non-empty."""
-    if value is None:
-        return "is missing"
-    if isinstance(value, str):
-        return None if value.strip() else "is empty"
-    msgs = _seq(value)
-    if msgs is None:
-        return f"must be a string or a list of chat messages, got {type(value).__name__}"
-    if not msgs:
-        return "is an empty list of messages"
-    for j, m in enumerate(msgs):
-        if not isinstance(m, Mapping) or not isinstance(m.get("content"), str):
-            return f"message {j} has no string 'content' (got {type(m).__name__} {str(m)[:80]!r})"
-    if not any(m["content"].strip() for m in msgs):
-        return "has only empty messages"
-    return None
-
-
-def _gold_problem(value: Any) -> str | None:
-    """Why a ground truth is unusable: it must be a non-empty string, a finite number
-    (:func:`entropy_rl.reward.gold_answers` reads numbers), or a non-empty list of those."""
-    if value is None:
-        return "is missing"
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool):
-        return f"must be a string or number, got bool {value!r}"
-    if isinstance(value, str):
-        return None if value.strip() else "is empty"
-    if isinstance(value, numbers.Real):
-        return None if math.isfinite(float(value)) else f"is not a finite number ({value!r})"
-    items = _seq(value)
-    if items is None:
-        return f"must be a string, number or list of them, got {type(value).__name__}"
-    if not items:
-        return "is an empty list"
-    for j, item in enumerate(items):
-        why = _gold_problem(item)
-        if why is not None:
-            return f"item {j} {why}"
-    return None
-
-
 def check_rows(rows: Sequence[Mapping], where: Callable[[int], str] | str = "train data") -> dict[Any, int]:
     """Validate veRL RL rows before they are scored or trained on; returns
     ``extra_info.index -> row``.
@@ -147,11 +88,11 @@ def check_rows(rows: Sequence[Mapping], where: Callable[[int], str] | str = "tra
         if not isinstance(row, Mapping):
             errors.append(f"{name(r)}: is not a record (got {type(row).__name__})")
             continue
-        why = _prompt_problem(row.get("prompt"))
+        why = prompt_problem(row.get("prompt"))
         if why:
             errors.append(f"{name(r)}: field 'prompt' {why}")
         rm = row.get("reward_model")
-        why = _gold_problem(rm.get("ground_truth") if isinstance(rm, Mapping) else None)
+        why = gold_problem(rm.get("ground_truth") if isinstance(rm, Mapping) else None)
         if why:
             errors.append(f"{name(r)}: field 'reward_model.ground_truth' {why}")
         ei = row.get("extra_info")
