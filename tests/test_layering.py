@@ -10,7 +10,7 @@ import os
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-CORE = ["config", "answers", "reward", "semantic_entropy", "curriculum", "losses", "aer", "evaluation", "io"]
+CORE = ["config", "answers", "reward", "rows", "semantic_entropy", "curriculum", "losses", "aer", "evaluation", "io"]
 NEVER_IN_CORE = ("ray", "matplotlib", "recipe", "launch", "bench")
 NEVER_IN_LIBRARY = ("recipe", "launch", "bench")
 

@@ -818,7 +818,7 @@ def test_score_cache_refused_unless_it_matches(src, tmp_path):
         cache.save(table)
         with pytest.raises(ValueError, match=f"score cache {re.escape(cache.path)}: {msg}.*; it is not applied"):
             trainer.semantic_entropy_table(rows)
-    # a parquet without the key record (hand-made, or an older entropy-rl) is not trusted
+    # a parquet without the key record (hand-made) is not trusted
     _score_table([0, 1, 2, 3]).to_parquet(cache.path, index=False)
     with pytest.raises(ValueError, match="no key record"):
         trainer.semantic_entropy_table(rows)

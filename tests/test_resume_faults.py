@@ -423,7 +423,7 @@ def test_truncated_or_corrupt_files_fall_back_to_the_previous_checkpoint(base_cf
             lambda: flip_byte(tmp_path / "global_step_6" / STATE_FILE),
             f"{STATE_FILE} does not match its sha256 in the manifest",
         ),
-        (lambda: os.remove(tmp_path / "global_step_6" / MANIFEST_FILE), f"no {MANIFEST_FILE} (an older entropy-rl"),
+        (lambda: os.remove(tmp_path / "global_step_6" / MANIFEST_FILE), f"no {MANIFEST_FILE} and no save marker"),
         (
             lambda: (tmp_path / "global_step_6" / MANIFEST_FILE).write_text('{"version": 1, "fil'),
             f"{MANIFEST_FILE} is unreadable",
@@ -467,7 +467,7 @@ def test_truncated_or_corrupt_files_fall_back_to_the_previous_checkpoint(base_cf
         f"global_step_{k} is incomplete or corrupt: no {MANIFEST_FILE}: the save was cut short" in warning
         for k in (6, 4, 2)
     ] == [True] * 3
-    # nothing usable and a step that finished (no marker: an older entropy-rl's, or torn): an
+    # nothing usable and a step without a marker (not ours, or torn after it finished): an
     # error naming every bad one — a restart from step 0 would later overwrite those folders
     os.remove(tmp_path / "global_step_4" / SAVING_FILE)
     with pytest.raises(RuntimeError, match=f"no usable checkpoint in {root}") as err:
@@ -480,10 +480,12 @@ def test_truncated_or_corrupt_files_fall_back_to_the_previous_checkpoint(base_cf
     with pytest.raises(RuntimeError, match="no usable checkpoint"):
         proc.trainer._load_checkpoint()
     assert proc.actor.loaded == [] and proc.cfg.trainer.resume_mode == "auto"
-    # by name, a checkpoint without a manifest (an older entropy-rl's) loads, with a warning
+    # by name too, a checkpoint without a manifest is refused, naming what is wrong
     with open_dict(proc.cfg):
         proc.cfg.trainer.resume_mode, proc.cfg.trainer.resume_from_path = "resume_path", str(tmp_path / "global_step_4")
-    assert proc.trainer._load_checkpoint() == 4 and proc.actor.loaded == [str(tmp_path / "global_step_4" / "actor")]
+    with pytest.raises(RuntimeError, match=f"global_step_4 is not a usable checkpoint: no {MANIFEST_FILE}"):
+        proc.trainer._load_checkpoint()
+    assert proc.actor.loaded == []
     os.remove(tmp_path / TRACKER_FILE)
     assert choose_checkpoint(root) == (None, [])  # no tracker: a fresh run, as veRL
 

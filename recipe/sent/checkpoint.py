@@ -42,7 +42,7 @@ def save_entropy_rl_state(step_dir: str, hooks: Any, sampler: Any) -> str:
         state["sampler"] = sampler.state_dict()
     os.makedirs(step_dir, exist_ok=True)
     # Marks the step as a save in progress: a step folder without a manifest is then either
-    # cut short (marker: nothing was lost) or an older entropy-rl's (no marker: keep it).
+    # cut short (marker: nothing was lost) or not ours / torn after the fact (no marker: keep it).
     write_atomic(os.path.join(step_dir, SAVING_FILE), lambda f: f.write(b"save in progress\n"))
     path = os.path.join(step_dir, STATE_FILE)
     write_atomic(path, lambda f: torch.save(state, f))
@@ -116,7 +116,7 @@ def validate_checkpoint(step_dir: str) -> list[str]:
     if not os.path.exists(mpath):
         if os.path.exists(os.path.join(step_dir, SAVING_FILE)):
             return [f"no {MANIFEST_FILE}: the save was cut short"]
-        return [f"no {MANIFEST_FILE} (an older entropy-rl wrote it, or it was written without entropy-rl)"]
+        return [f"no {MANIFEST_FILE} and no save marker: not a checkpoint entropy-rl finished writing"]
     try:
         with open(mpath, "rb") as f:
             manifest = json.loads(f.read())
@@ -165,8 +165,8 @@ def choose_checkpoint(root: str) -> tuple[str | None, list[str]]:
     and what is wrong. No tracker: ``(None, [])`` (a fresh run, as in veRL). A tracker
     but no valid checkpoint: if every rejected step is a save that was cut short (its
     ``entropy_rl_saving`` marker is still there), ``(None, warnings)``, a fresh run
-    announced; otherwise (a finished checkpoint went bad, or an older entropy-rl's cannot be
-    verified) ``RuntimeError`` naming every bad checkpoint and both ways out.
+    announced; otherwise (a finished checkpoint went bad, or a folder entropy-rl did not
+    write) ``RuntimeError`` naming every bad checkpoint and the ways out.
     """
     tracker = os.path.join(root, TRACKER_FILE)
     if not os.path.exists(tracker):
@@ -198,12 +198,11 @@ def choose_checkpoint(root: str) -> tuple[str | None, list[str]]:
             f"[entropy-rl] WARNING: no finished checkpoint in {root}, training from step 0:\n  " + "\n  ".join(rejected)
         )
         return None, warnings
-    # A finished checkpoint went bad (or an older one cannot be verified): starting over
-    # would later overwrite it. The user decides.
+    # A finished checkpoint went bad (or a folder is not ours): starting over would later
+    # overwrite it. The user decides.
     raise RuntimeError(
         f"no usable checkpoint in {root}:\n  "
         + "\n  ".join(rejected)
-        + "\n  To load one anyway (e.g. an older entropy-rl's, which has no manifest): "
-        "trainer.resume_mode=resume_path trainer.resume_from_path=<its global_step_N>. "
-        "To start over: trainer.resume_mode=disable or a new trainer.default_local_dir."
+        + "\n  To start over: trainer.resume_mode=disable or a new trainer.default_local_dir; to start "
+        "from a checkpoint's weights only: actor_rollout_ref.model.path=<its global_step_N>/actor/huggingface"
     )

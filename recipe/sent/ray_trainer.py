@@ -385,14 +385,9 @@ class EntropyRLTrainer(RayPPOTrainer):
         if t.resume_mode == "resume_path":
             step_dir = os.path.abspath(os.path.expanduser(str(t.resume_from_path)))
             problems = checkpoint.validate_checkpoint(step_dir)
-            if problems and not problems[0].startswith(f"no {checkpoint.MANIFEST_FILE}"):
+            if problems:
                 raise RuntimeError(
                     f"trainer.resume_from_path={step_dir} is not a usable checkpoint: {'; '.join(problems)}"
-                )
-            if problems:  # asked for by name: an older entropy-rl's checkpoint, unverified
-                print(
-                    f"[entropy-rl] WARNING: {step_dir} cannot be verified ({problems[0]}); loading it as asked",
-                    flush=True,
                 )
             super()._load_checkpoint()
         else:

@@ -188,7 +188,7 @@ class ScoreCache:
         raw = (meta or {}).get(CACHE_META)
         if raw is None:
             raise self._refuse(
-                "no key record (not written by ScoreCache.save, or by an older entropy-rl), "
+                "no key record (not written by ScoreCache.save), "
                 "so it cannot be matched to this dataset, model and sampling setting"
             )
         try:
