@@ -94,10 +94,10 @@ def interleaved_medians(
         for name, fn in fns.items():
             times[name].append(time_once(fn, device))
         eta.step(r + 1)
-    return {k: summarize(v) for k, v in times.items()}
+    return {k: timing_stats(v) for k, v in times.items()}
 
 
-def summarize(ts: Sequence[float]) -> dict[str, float]:
+def timing_stats(ts: Sequence[float]) -> dict[str, float]:
     s = sorted(ts)
     q = lambda p: s[min(len(s) - 1, int(p * (len(s) - 1) + 0.5))]  # noqa: E731
     return {"median_s": statistics.median(s), "p10_s": q(0.1), "p90_s": q(0.9), "repeats": len(s)}

@@ -148,7 +148,7 @@ def measure(rows: int, T: int, mode: str, impl: str, repeats: int, device: str, 
         "mode": mode,
         "impl": impl,
         "device": device,
-        **C.summarize(times),
+        **C.timing_stats(times),
     }
     if gpu:
         res["peak_extra_bytes"] = torch.cuda.max_memory_allocated() - base

@@ -64,7 +64,7 @@ of 0.03 nats, while a looser cap (α ≤ 0.5, η = 0.2) overshot into an entropy
 the bonus only switches on once entropy falls below H*. λ = 0.5 smooths per-step noise
 without adding more than a step of lag. κ = 0.2: the probe found an integral-only update lags
 and oscillates; on the closed-loop test plant (tests/test_aer.py) the proportional term cut the
-mean |H − H*| from 0.024 to about 0.015 nats. ``kp: 0`` gives the probe's integral-only rule.
+mean |H − H*| from 0.024 to about 0.015 nats. ``proportional_gain: 0`` gives the probe's integral-only rule.
 
 w_max = 4 (the weight cap): with α_max = 0.1 the largest per-token coefficient is then 0.4,
 below the global α = 0.5 at which the probe's controller overshot into an entropy explosion,
@@ -106,7 +106,7 @@ def difficulty_weights(accuracy: torch.Tensor, cfg: AERConfig) -> torch.Tensor:
     if cfg.allocation == "linear":
         w = 1.0 - acc
     elif cfg.allocation == "threshold":
-        w = (acc < cfg.tau).float()
+        w = (acc < cfg.hard_accuracy).float()
     else:
         w = torch.ones_like(acc)
     if cfg.normalize_weights:
@@ -162,7 +162,7 @@ class AERController:
             )
         cfg = self.cfg
         self.steps += 1
-        lam = cfg.ema
+        lam = cfg.entropy_smoothing
         self.h_smooth_prev = self.h_smooth
         self.h_smooth = entropy if self.h_smooth is None else lam * self.h_smooth + (1 - lam) * entropy
 
@@ -183,8 +183,8 @@ class AERController:
         if cfg.adaptive and target is not None:
             error = target - self.h_smooth
             if cfg.controller == "pi_nat":
-                self.integral = min(max(self.integral + cfg.eta * error, cfg.alpha_min), cfg.alpha_max)
-                self.alpha = min(max(self.integral + cfg.kp * error, cfg.alpha_min), cfg.alpha_max)
+                self.integral = min(max(self.integral + cfg.integral_gain * error, cfg.alpha_min), cfg.alpha_max)
+                self.alpha = min(max(self.integral + cfg.proportional_gain * error, cfg.alpha_min), cfg.alpha_max)
             else:
                 extra = self._relative_step(target)
 

@@ -447,11 +447,11 @@ def normalize_answer(ans: str) -> str:
     if ans is None:
         return ""
     s = str(ans)
-    return _normalize_cached(s) if len(s) <= _NORMALIZE_CACHE_CHARS else _normalize(s)
+    return _normal_form_cached(s) if len(s) <= _NORMALIZE_CACHE_CHARS else _normal_form(s)
 
 
-def _normalize(ans: str) -> str:
-    """A cheap canonical form of a final answer (the clustering key; no symbolic work).
+def _normal_form(ans: str) -> str:
+    """:func:`normalize_answer` without its memo: a cheap canonical form of a final answer.
 
     Strips whitespace, ``$``, a whole-string ``\\boxed{}``, ``\\left``/``\\right``,
     spacing macros, ``^\\circ``, ``\\%``, ``\\text{}``-style wrappers, trailing unit words
@@ -469,7 +469,7 @@ def _normalize(ans: str) -> str:
 
 
 def _normalize_slow(ans: str) -> str:
-    """:func:`_normalize` without its plain-number shortcut (the tests compare the two)."""
+    """:func:`_normal_form` without its plain-number shortcut (the tests compare the two)."""
     s = str(ans).strip()
     if len(s) > MAX_NORMALIZE_CHARS:
         return s
@@ -524,9 +524,9 @@ def _normalize_slow(ans: str) -> str:
     return s
 
 
-_normalize_cached = lru_cache(maxsize=8192)(_normalize)
-normalize_answer.cache_clear = _normalize_cached.cache_clear  # type: ignore[attr-defined]
-normalize_answer.cache_info = _normalize_cached.cache_info  # type: ignore[attr-defined]
+_normal_form_cached = lru_cache(maxsize=8192)(_normal_form)
+normalize_answer.cache_clear = _normal_form_cached.cache_clear  # type: ignore[attr-defined]
+normalize_answer.cache_info = _normal_form_cached.cache_info  # type: ignore[attr-defined]
 
 
 _INT_RE = re.compile(r"-?\d{1,40}")
@@ -1518,7 +1518,8 @@ def _cache_put(key: tuple[str, str], value: int) -> None:
             _cache.popitem(last=False)
 
 
-def _norm(x: object) -> str:
+def _pair_key(x: object) -> str:
+    """The normal form :func:`check_pairs` compares and caches (the raw string past the length bound)."""
     s = x if isinstance(x, str) else str(x)
     if len(s) > MAX_NORMALIZE_CHARS:
         return s.strip()
@@ -1558,7 +1559,7 @@ def check_pairs(
         if pred is None or gold is None:
             out[idx] = _FALSE
             continue
-        p, g = _norm(pred), _norm(gold)
+        p, g = _pair_key(pred), _pair_key(gold)
         verdict = _fast_verdict(p, g)
         code = (_TRUE if verdict else _FALSE) if verdict is not None else _cache_get((p, g))
         if code is not None:

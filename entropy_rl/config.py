@@ -76,7 +76,7 @@ class AERConfig:
 
     Attributes:
         allocation: ``"linear"`` | ``"threshold"`` | ``"none"`` — difficulty-aware w(acc).
-        tau: τ, accuracy below which a prompt counts as hard (``threshold`` allocation).
+        hard_accuracy: τ, accuracy below which a prompt counts as hard (``threshold`` allocation).
         normalize_weights: rescale w to mean 1 over the batch's responses.
         anchor: H* = ρ·H₀ (True) or H* = ``target_entropy`` (False).
         rho: ρ ∈ (0, 1), target ratio to the initial entropy.
@@ -84,11 +84,11 @@ class AERConfig:
         target_entropy: absolute H* in nats, used when ``anchor`` is False.
         adaptive: move α_t every step (True) or keep α_t = α_init (False).
         alpha_init: α_0.
-        eta: η, integral gain (α per nat of entropy error per step).
-        kp: κ, proportional gain.
+        integral_gain: η, integral gain (α per nat of entropy error per step).
+        proportional_gain: κ, proportional gain (α per nat of entropy error).
         alpha_min, alpha_max: bounds of α_t.
         w_max: cap on every prompt weight w (after normalisation), so α_t·w ≤ α_max·w_max.
-        ema: λ, smoothing of the measured entropy (0 = none).
+        entropy_smoothing: λ, smoothing of the measured entropy (0 = none).
         controller: ``"pi_nat"`` (η, κ per nat of error) | ``"relative"`` (κ_I, κ_P, κ_D per
             unit of relative error, see the module docstring).
         rel_integral_gain: κ_I, integral step in α_max per unit of relative error (relative).
@@ -99,7 +99,7 @@ class AERConfig:
     """
 
     allocation: Literal["linear", "threshold", "none"] = "linear"
-    tau: float = 0.4
+    hard_accuracy: float = 0.4
     normalize_weights: bool = True
     anchor: bool = True
     rho: float = 0.6
@@ -107,12 +107,12 @@ class AERConfig:
     target_entropy: float | None = None
     adaptive: bool = True
     alpha_init: float = 0.0
-    eta: float = 0.1
-    kp: float = 0.2
+    integral_gain: float = 0.1
+    proportional_gain: float = 0.2
     alpha_min: float = 0.0
     alpha_max: float = 0.1
     w_max: float = 4.0
-    ema: float = 0.5
+    entropy_smoothing: float = 0.5
     controller: Literal["pi_nat", "relative"] = "pi_nat"
     rel_integral_gain: float = 0.02
     rel_proportional_gain: float = 0.5
@@ -137,11 +137,11 @@ class AERConfig:
             raise ValueError(f"AERConfig.w_max must be a finite number >= 1, got {self.w_max}")
         if self.controller not in ("pi_nat", "relative"):
             raise ValueError(f"AERConfig.controller must be pi_nat|relative, got {self.controller!r}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"AERConfig.ema (λ) must be in [0, 1), got {self.ema}")
+        if not 0.0 <= self.entropy_smoothing < 1.0:
+            raise ValueError(f"AERConfig.entropy_smoothing (λ) must be in [0, 1), got {self.entropy_smoothing}")
         gains = dict(
-            eta=self.eta,
-            kp=self.kp,
+            integral_gain=self.integral_gain,
+            proportional_gain=self.proportional_gain,
             rel_integral_gain=self.rel_integral_gain,
             rel_proportional_gain=self.rel_proportional_gain,
             rel_damping_gain=self.rel_damping_gain,

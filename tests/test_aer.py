@@ -12,7 +12,7 @@ from entropy_rl.aer import AERConfig, AERController, difficulty_weights
 
 
 def anchored(h0=1.0, **kw):
-    cfg = AERConfig(anchor_steps=2, ema=0.0, **kw)
+    cfg = AERConfig(anchor_steps=2, entropy_smoothing=0.0, **kw)
     c = AERController(cfg)
     c.step(h0)
     c.step(h0)
@@ -32,7 +32,7 @@ def test_alpha_rises_below_target_and_falls_above():
 
 
 def test_alpha_stays_in_bounds():
-    c = anchored(alpha_min=0.01, alpha_max=0.05, alpha_init=0.02, eta=10.0, kp=5.0)
+    c = anchored(alpha_min=0.01, alpha_max=0.05, alpha_init=0.02, integral_gain=10.0, proportional_gain=5.0)
     seen = []
     for h in [0.0] * 20 + [5.0] * 20 + [0.0, 5.0] * 10:
         c.step(h)
@@ -42,7 +42,7 @@ def test_alpha_stays_in_bounds():
 
 
 def test_h0_anchored_once_from_first_steps():
-    c = AERController(AERConfig(anchor_steps=3, rho=0.5, alpha_init=0.0, ema=0.0))
+    c = AERController(AERConfig(anchor_steps=3, rho=0.5, alpha_init=0.0, entropy_smoothing=0.0))
     m = c.step(1.0)
     assert c.h0 is None and c.target is None and c.alpha == 0.0 and m["aer/h0"] != m["aer/h0"]  # NaN
     c.step(2.0)
@@ -65,7 +65,7 @@ def test_alpha_constant_before_anchor_and_when_not_adaptive():
 
 
 def test_no_anchor_uses_absolute_target():
-    c = AERController(AERConfig(anchor=False, target_entropy=0.4, ema=0.0))
+    c = AERController(AERConfig(anchor=False, target_entropy=0.4, entropy_smoothing=0.0))
     assert c.target == 0.4
     c.step(0.2)
     assert c.alpha == pytest.approx(0.1 * 0.2 + 0.2 * 0.2)  # η·e + κ·e, e = H* − H = 0.2
@@ -74,7 +74,11 @@ def test_no_anchor_uses_absolute_target():
 
 
 def test_update_rule_exact():
-    c = AERController(AERConfig(anchor_steps=1, rho=0.5, eta=0.2, kp=0.5, ema=0.5, alpha_max=1.0))
+    c = AERController(
+        AERConfig(
+            anchor_steps=1, rho=0.5, integral_gain=0.2, proportional_gain=0.5, entropy_smoothing=0.5, alpha_max=1.0
+        )
+    )
     c.step(1.0)  # H0 = 1, H* = 0.5, smooth 1.0 → e = −0.5: clipped at 0
     assert c.alpha == 0.0 and c.integral == 0.0
     c.step(0.0)  # smooth 0.5 → e = 0
@@ -107,7 +111,7 @@ def test_token_coefficients_shape_and_mask():
 
 
 def test_state_round_trip_continues_identically():
-    cfg = AERConfig(anchor_steps=2, kp=0.3)
+    cfg = AERConfig(anchor_steps=2, proportional_gain=0.3)
     a, b = AERController(cfg), None
     hs = [1.0, 0.9, 0.7, 0.5, 0.45, 0.4, 0.6, 0.3, 0.2, 0.5]
     for h in hs[:5]:
@@ -278,7 +282,7 @@ def test_relative_controller_is_scale_free_and_the_per_nat_rule_is_not():
 def test_relative_controller_anti_windup_and_step_bound():
     """While the entropy rises back toward H* the integral holds; α never moves more than
     Δα_max·α_max in one step; above H* α falls; an all-zero target cannot divide by zero."""
-    cfg = AERConfig(controller="relative", anchor_steps=2, ema=0.0, alpha_max=0.1, max_alpha_step=0.1)
+    cfg = AERConfig(controller="relative", anchor_steps=2, entropy_smoothing=0.0, alpha_max=0.1, max_alpha_step=0.1)
     c = AERController(cfg)
     c.step(1.0)
     c.step(1.0)  # H₀ = 1, H* = 0.6
@@ -318,7 +322,7 @@ def test_relative_controller_state_round_trip():
 
 def test_pi_nat_rule_unchanged_by_the_controller_option():
     """``controller: pi_nat`` is the rule of the first 150-step table, step for step."""
-    cfg = AERConfig(anchor_steps=2, ema=0.5)
+    cfg = AERConfig(anchor_steps=2, entropy_smoothing=0.5)
     c = AERController(cfg)
     integral = alpha = 0.0
     hs, h_s = [0.3, 0.3, 0.1, 0.12, 0.05, 0.2, 0.4], None

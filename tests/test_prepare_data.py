@@ -662,7 +662,7 @@ def _loader(tmp_path, train_files, model="model-a"):
         }
     )
     trainer = object.__new__(EntropyRLTrainer)
-    trainer.config, trainer.rl = cfg, cfg.entropy_rl
+    trainer.config, trainer.entropy_rl = cfg, cfg.entropy_rl
     return trainer
 
 
@@ -793,7 +793,7 @@ def test_score_cache_refused_unless_it_matches(src, tmp_path):
     ):
         trainer.semantic_entropy_table(rows)
     t = _loader(tmp_path, path)
-    t.rl.scoring.temperature = 0.6
+    t.entropy_rl.scoring.temperature = 0.6
     t.score_cache(rows).save(_score_table([0, 1, 2, 3]))
     os.replace(t.score_cache(rows).path, cache.path)
     with pytest.raises(ValueError, match=r"differing: T: cache 0.6 vs this run 1.0"):

@@ -139,7 +139,7 @@ class Process:
         self.actor = FakeActor(self)
         self.resumed_at = None
         t = object.__new__(EntropyRLTrainer)  # the real methods; no Ray, no workers
-        t.config, t.rl, t.hooks = cfg, cfg.entropy_rl, self.hooks
+        t.config, t.entropy_rl, t.hooks = cfg, cfg.entropy_rl, self.hooks
         t.train_dataloader, t.actor_rollout_wg, t.use_critic, t.global_steps = self.dataloader, self.actor, False, 0
         self.trainer = t
 

@@ -265,13 +265,15 @@ def problems(section_cfg: Any) -> list[str]:
     DictConfig or a plain mapping), each naming the key, what is allowed and the fix."""
     from omegaconf import DictConfig, OmegaConf
 
-    rl = OmegaConf.to_container(section_cfg, resolve=True) if isinstance(section_cfg, DictConfig) else dict(section_cfg)
+    given_all = (
+        OmegaConf.to_container(section_cfg, resolve=True) if isinstance(section_cfg, DictConfig) else dict(section_cfg)
+    )
     by_section: dict[str, dict[str, Knob]] = {}
     for k in knobs():
         by_section.setdefault(k.section, {})[k.name] = k
     out: list[str] = []
     top = by_section[""]
-    for name, value in rl.items():
+    for name, value in given_all.items():
         if name in _SECTIONS:
             continue
         if name not in top:
@@ -282,7 +284,7 @@ def problems(section_cfg: Any) -> list[str]:
         elif (why := _type_problem(top[name], value)) is not None:
             out.append(f"entropy_rl.{name} {why}")
     for section, cls in _SECTIONS.items():
-        given = rl.get(section) or {}
+        given = given_all.get(section) or {}
         if not isinstance(given, dict):
             out.append(f"entropy_rl.{section} must be a mapping of knobs, got {given!r}")
             continue

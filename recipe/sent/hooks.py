@@ -206,15 +206,15 @@ def masked_token_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
 class EntropyHooks:
     """State and per-step logic of SENT / AER / the adaptive curriculum for one run."""
 
-    def __init__(self, rl_cfg: Any, sampler: Any = None, layout: MicroBatchLayout | None = None) -> None:
-        self.token_kl_enabled = bool(rl_cfg.token_kl.enable)
-        self.selection = rl_cfg.token_kl.selection
-        self.sent = sent_config(rl_cfg.token_kl)
+    def __init__(self, entropy_rl: Any, sampler: Any = None, layout: MicroBatchLayout | None = None) -> None:
+        self.token_kl_enabled = bool(entropy_rl.token_kl.enable)
+        self.selection = entropy_rl.token_kl.selection
+        self.sent = sent_config(entropy_rl.token_kl)
         # the actor update's micro-batches (None: the whole batch counts as one)
         self.layout = layout
-        self.aer_enabled = bool(rl_cfg.aer.enable)
-        self.aer = AERController(aer_config(rl_cfg.aer)) if self.aer_enabled else None
-        cur = rl_cfg.curriculum
+        self.aer_enabled = bool(entropy_rl.aer.enable)
+        self.aer = AERController(aer_config(entropy_rl.aer)) if self.aer_enabled else None
+        cur = entropy_rl.curriculum
         self.adaptive_curriculum = bool(cur.enable and cur.adaptive)
         self.adaptive_ema = float(cur.adaptive_ema)
         if not 0.0 <= self.adaptive_ema < 1.0:

@@ -163,10 +163,10 @@ class EntropyRLTrainer(RayPPOTrainer):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.rl = self.config.entropy_rl
+        self.entropy_rl = self.config.entropy_rl
         # SENT's release-equivalent token count needs the actor update's micro-batches
-        layout = MicroBatchLayout.from_config(self.config) if self.rl.token_kl.enable else None
-        self.hooks = EntropyHooks(self.rl, layout=layout)
+        layout = MicroBatchLayout.from_config(self.config) if self.entropy_rl.token_kl.enable else None
+        self.hooks = EntropyHooks(self.entropy_rl, layout=layout)
         self._entropy: torch.Tensor | None = None
         self._row_of_index: dict[Any, int] | None = None
 
@@ -177,7 +177,7 @@ class EntropyRLTrainer(RayPPOTrainer):
         print(diagnostics.placement_report(self.actor_rollout_wg, "actor_rollout"))
 
     def fit(self):
-        if self.rl.curriculum.enable:
+        if self.entropy_rl.curriculum.enable:
             self.setup_curriculum()
         tracking.FileLogger = ResumableFileLogger  # veRL's fit() builds its Tracking from this name
         return super().fit()
@@ -187,7 +187,7 @@ class EntropyRLTrainer(RayPPOTrainer):
         rows = dataset_rows(self.train_dataset)
         self._row_of_index = scoring.check_rows(rows, self.train_row_names(len(rows)))
         table = self.semantic_entropy_table(rows, self._row_of_index)
-        frame = pd.DataFrame({self.rl.curriculum.score_key: table["semantic_entropy"].to_numpy()})
+        frame = pd.DataFrame({self.entropy_rl.curriculum.score_key: table["semantic_entropy"].to_numpy()})
         sampler = SemanticEntropyCurriculumSampler(frame, CurriculumConfig(**curriculum_kwargs(self.config)))
         self._create_dataloader(self.train_dataset, self.val_dataset, None, sampler)
         self.hooks.sampler = sampler
@@ -214,7 +214,7 @@ class EntropyRLTrainer(RayPPOTrainer):
         return lambda r: f"train data ({', '.join(files)}) row {r} after veRL's filtering"
 
     def score_cache(self, rows: list[dict]) -> scoring.ScoreCache:
-        s = self.rl.scoring
+        s = self.entropy_rl.scoring
         spec = scoring.cache_spec(
             scoring.dataset_fingerprint(rows),
             self.config.actor_rollout_ref.model.path,
@@ -237,13 +237,13 @@ class EntropyRLTrainer(RayPPOTrainer):
         if cache.exists():
             print(f"[entropy-rl] semantic-entropy scores from cache {cache.path}")
             return cache.load(list(index_of))
-        if not self.rl.scoring.enable:
+        if not self.entropy_rl.scoring.enable:
             raise FileNotFoundError(
                 f"curriculum needs semantic-entropy scores: no cache at {cache.path} "
                 "and entropy_rl.scoring.enable=false"
             )
         r = self.config.actor_rollout_ref.rollout
-        s = self.rl.scoring
+        s = self.entropy_rl.scoring
         if (s.temperature, s.top_p, s.max_response_length) != (r.temperature, r.top_p, r.response_length):
             raise ValueError(
                 "in-run scoring samples with the rollout workers' settings, but entropy_rl.scoring "
@@ -253,7 +253,7 @@ class EntropyRLTrainer(RayPPOTrainer):
             )
         table = self.score_prompts(rows)
         path = cache.save(table)
-        print(f"[entropy-rl] semantic-entropy scores written to {path}: {scoring.summarize(table)}")
+        print(f"[entropy-rl] semantic-entropy scores written to {path}: {scoring.score_table_metrics(table)}")
         return table
 
     def score_prompts(self, rows: list[dict]) -> pd.DataFrame:
@@ -261,7 +261,7 @@ class EntropyRLTrainer(RayPPOTrainer):
         from torchdata.stateful_dataloader import StatefulDataLoader
         from verl.utils.dataset.rl_dataset import collate_fn
 
-        m = int(self.rl.scoring.n_samples)
+        m = int(self.entropy_rl.scoring.n_samples)
         bs = int(self.config.data.get("gen_batch_size") or self.config.data.train_batch_size)
 
         class _Rows(torch.utils.data.Dataset):
@@ -301,7 +301,7 @@ class EntropyRLTrainer(RayPPOTrainer):
                 batches(),
                 generate,
                 num_rows=len(rows),
-                estimator=self.rl.scoring.estimator,
+                estimator=self.entropy_rl.scoring.estimator,
                 indices=[(r.get("extra_info") or {}).get("index", i) for i, r in enumerate(rows)],
                 golds=[(r.get("reward_model") or {}).get("ground_truth") for r in rows],
             )
@@ -328,26 +328,27 @@ class EntropyRLTrainer(RayPPOTrainer):
                 "entropy-rl needs recomputed old log-probs (rollout_correction.bypass_mode is not supported)"
             )
         b = batch.batch
-        nt = batch.non_tensor_batch
-        correct = (
-            np.asarray(nt["acc"], dtype=np.float64) if "acc" in nt else (b["token_level_scores"].sum(-1) > 0).numpy()
-        )
+        non_tensor = batch.non_tensor_batch
+        if "acc" in non_tensor:
+            correct = np.asarray(non_tensor["acc"], dtype=np.float64)
+        else:
+            correct = (b["token_level_scores"].sum(-1) > 0).numpy()
         rows = preds = None
         if self._row_of_index is not None:
             # extra_info travels with the batch through generation (a reward key); "index" may not
-            rows = [self._row_of_index[(ei or {}).get("index")] for ei in nt["extra_info"]]
+            rows = [self._row_of_index[(ei or {}).get("index")] for ei in non_tensor["extra_info"]]
         if self.hooks.adaptive_curriculum:
-            preds = [None if p in (None, "") else str(p) for p in nt["pred"]]
+            preds = [None if p in (None, "") else str(p) for p in non_tensor["pred"]]
         fields, metrics = self.hooks.on_batch(
             entropy=self._entropy,
             old_log_prob=b["old_log_probs"],
             advantages=b["advantages"],
             response_mask=b["response_mask"],
             correct=correct,
-            uids=nt["uid"],
+            uids=non_tensor["uid"],
             rows=rows,
             preds=preds,
-            seq_logprobs=sequence_logprobs(batch) if self.rl.scoring.estimator == "likelihood" else None,
+            seq_logprobs=sequence_logprobs(batch) if self.entropy_rl.scoring.estimator == "likelihood" else None,
             seq_lens=b["attention_mask"].sum(-1).tolist(),
             step=getattr(self, "global_steps", None),
         )
@@ -355,7 +356,7 @@ class EntropyRLTrainer(RayPPOTrainer):
             batch.batch[k] = v
         if self.hooks.sampler is not None:
             metrics.update(curriculum_metrics(self.hooks.sampler, rows))
-        metrics.update(reward_check_metrics(nt))  # veRL logs no reward extras as training metrics
+        metrics.update(reward_check_metrics(non_tensor))  # veRL logs no reward extras as training metrics
         metrics.update(rollout_vs_ref_metrics(batch))
         self._entropy = None
         return metrics

@@ -304,7 +304,8 @@ def run_scoring(
     return df[list(SCORE_COLUMNS)]
 
 
-def summarize(df: pd.DataFrame) -> dict[str, float]:
+def score_table_metrics(df: pd.DataFrame) -> dict[str, float]:
+    """Summary metrics of a score table (prompts, mean H_SE, share at zero, pass rate...)."""
     se = df["semantic_entropy"].to_numpy()
     return {
         "scoring/prompts": float(len(df)),

@@ -46,13 +46,13 @@ def entropy_rl_loss(
     entropy = model_output.get("entropy", None)
     if entropy is not None:
         entropy = no_padding_2_padding(entropy, data)
-    gbi = {
+    batch_info = {
         "dp_size": data["dp_size"],
         "batch_num_tokens": data["batch_num_tokens"],
         "global_batch_size": data["global_batch_size"],
         "loss_scale_factor": config.loss_scale_factor,
     }
-    config.global_batch_info.update(gbi)
+    config.global_batch_info.update(batch_info)
     global_norm = (
         data["dp_size"] > 1
         or data["batch_num_tokens"] is not None
@@ -65,16 +65,16 @@ def entropy_rl_loss(
     for optional in ("rollout_is_weights", "ref_log_prob", FIELD_TOKEN_SET, FIELD_ENTROPY_COEF):
         if optional in data:
             fields.append(optional)
-    td = data.select(*fields).to_padded_tensor()
-    mask = td["response_mask"]
-    advantages = td["advantages"]
+    padded = data.select(*fields).to_padded_tensor()
+    mask = padded["response_mask"]
+    advantages = padded["advantages"]
 
     token_set = None
     if token_kl:
         if selection == "batch":
-            if FIELD_TOKEN_SET not in td:
+            if FIELD_TOKEN_SET not in padded:
                 raise KeyError(f"batch-wide SENT selection: the batch carries no {FIELD_TOKEN_SET!r} field")
-            token_set = td[FIELD_TOKEN_SET]
+            token_set = padded[FIELD_TOKEN_SET]
         else:
             if entropy is None:
                 raise ValueError("selection=micro needs the token entropy (actor.calculate_entropy=true)")
@@ -82,28 +82,28 @@ def entropy_rl_loss(
 
     entropy_coef = None
     if aer:
-        if FIELD_ENTROPY_COEF not in td:
+        if FIELD_ENTROPY_COEF not in padded:
             raise KeyError(f"AER: the batch carries no {FIELD_ENTROPY_COEF!r} field")
-        entropy_coef = td[FIELD_ENTROPY_COEF].to(log_prob.dtype)
+        entropy_coef = padded[FIELD_ENTROPY_COEF].to(log_prob.dtype)
     if config.entropy_coeff:
         entropy_coef = config.entropy_coeff if entropy_coef is None else entropy_coef + config.entropy_coeff
 
     loss, raw = compute_policy_loss(
-        td["old_log_probs"],
+        padded["old_log_probs"],
         log_prob,
         advantages,
         mask,
         sent,
         token_set=token_set,
-        ref_log_prob=td.get("ref_log_prob", None),
+        ref_log_prob=padded.get("ref_log_prob", None),
         entropy=entropy,
         entropy_coef=entropy_coef,
-        rollout_is_weights=td.get("rollout_is_weights", None),
+        rollout_is_weights=padded.get("rollout_is_weights", None),
         clip_ratio_low=config.clip_ratio_low if config.clip_ratio_low is not None else config.clip_ratio,
         clip_ratio_high=config.clip_ratio_high if config.clip_ratio_high is not None else config.clip_ratio,
         clip_ratio_c=config.get("clip_ratio_c", 3.0),
         loss_agg_mode=config.loss_agg_mode,
-        global_batch_info=gbi,
+        global_batch_info=batch_info,
     )
     summed = {"actor/pg_loss", "sent/kl_loss", "aer/entropy_bonus"}
     metrics = {
@@ -111,8 +111,8 @@ def entropy_rl_loss(
     }
 
     if config.use_kl_loss:
-        kld = kl_penalty(logprob=log_prob, ref_logprob=td["ref_log_prob"], kl_penalty=config.kl_loss_type)
-        kl_loss = agg_loss(loss_mat=kld, loss_mask=mask, loss_agg_mode=config.loss_agg_mode, **gbi)
+        kld = kl_penalty(logprob=log_prob, ref_logprob=padded["ref_log_prob"], kl_penalty=config.kl_loss_type)
+        kl_loss = agg_loss(loss_mat=kld, loss_mask=mask, loss_agg_mode=config.loss_agg_mode, **batch_info)
         loss = loss + kl_loss * config.kl_loss_coef
         metrics["kl_loss"] = Metric(value=kl_loss, aggregation=loss_agg)
         metrics["kl_coef"] = config.kl_loss_coef
@@ -122,12 +122,12 @@ def entropy_rl_loss(
 def make_actor_loss(config: Any):
     """The picklable loss that ``set_loss_fn`` sends to every actor worker."""
     actor_config = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
-    rl = config.entropy_rl
+    knobs = config.entropy_rl
     return partial(
         entropy_rl_loss,
         config=actor_config,
-        sent=sent_config(rl.token_kl),
-        token_kl=bool(rl.token_kl.enable),
-        selection=str(rl.token_kl.selection),
-        aer=bool(rl.aer.enable),
+        sent=sent_config(knobs.token_kl),
+        token_kl=bool(knobs.token_kl.enable),
+        selection=str(knobs.token_kl.selection),
+        aer=bool(knobs.aer.enable),
     )
