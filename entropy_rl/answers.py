@@ -593,12 +593,13 @@ def _fast_verdict(p: str, g: str) -> bool | None:
         return None
     if len(p) > 200 or len(g) > 200:
         return None
-    if _STRING_ONLY_RE.fullmatch(p) or _STRING_ONLY_RE.fullmatch(g):
+    p_text_only = _STRING_ONLY_RE.fullmatch(p) is not None
+    if p_text_only or _STRING_ONLY_RE.fullmatch(g):
         # math-verify's only reading of a word followed by `?` or `=` is its text (its LaTeX
         # grammar has no `?` token and an `=` needs a right side), so it equals an answer only
         # as a string; its normaliser never writes `?` or `=`, so an answer without either
         # cannot be that string.
-        other = g if _STRING_ONLY_RE.fullmatch(p) else p
+        other = g if p_text_only else p
         return False if "?" not in other and "=" not in other else None
     x, y = _structure(p), _structure(g)
     v = _structure_verdict(x, y)

@@ -236,7 +236,6 @@ def test_conflicting_settings_are_refused_by_the_preflight_once_per_start(tmp_pa
             return _real(*a, **k)
 
         monkeypatch.setattr(schema, name, counted)
-        monkeypatch.setattr(f"recipe.sent.preflight.{'knob_problems' if name == 'problems' else name}", counted)
     monkeypatch.setattr(run_mod, "launch", lambda config, mode: calls.__setitem__("launch", calls["launch"] + 1))
     monkeypatch.setattr(main_mod, "select_platform", lambda config: None)
     main_mod.start(compose_cfg("backend=cpu", "method=aer", f"trainer.default_local_dir={tmp_path / 'ckpt'}"), "train")

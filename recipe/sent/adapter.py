@@ -62,8 +62,8 @@ class _EntropyRLTaskRunner(BaseTaskRunner):
         self.add_critic_worker(config)
         self.add_reward_model_resource_pool(config)
         self.add_teacher_model_resource_pool(config)
-        # veRL's validate_config and check_config ran on the driver (recipe.sent.run.launch);
-        # what needs the cluster is checked here, once Ray is up
+        # the pre-flight (our knobs) and veRL's validate_config (recipe.sent.run.launch) ran on
+        # the driver; what needs the cluster is checked here, once Ray is up
         require_accelerators(config)
 
         model_config: HFModelConfig = omega_conf_to_dataclass(config.actor_rollout_ref.model)

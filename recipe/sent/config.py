@@ -349,12 +349,15 @@ def combination_problems(config: Any) -> list[str]:
     return out
 
 
+def config_problems(config: Any) -> list[str]:
+    """Every wrong ``entropy_rl.*`` knob (:func:`problems`) of a composed run config, else
+    every conflicting combination (:func:`combination_problems`), which reads valid knobs."""
+    return problems(config.entropy_rl) or combination_problems(config)
+
+
 def check_config(config: Any) -> None:
-    """Raise :class:`ConfigError` with every wrong ``entropy_rl.*`` knob (:func:`problems`) and
-    every conflicting combination (:func:`combination_problems`) of a composed run config."""
-    found = problems(config.entropy_rl)
-    if not found:  # the combinations read knobs that must be valid first
-        found = combination_problems(config)
+    """Raise :class:`ConfigError` listing :func:`config_problems`, if any."""
+    found = config_problems(config)
     if found:
         raise ConfigError("invalid entropy_rl settings:\n  - " + "\n  - ".join(found))
 

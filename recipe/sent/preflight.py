@@ -16,8 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from recipe.sent.config import combination_problems
-from recipe.sent.config import problems as knob_problems
+from recipe.sent.config import config_problems
 
 REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")  # hdfs://, s3://, gs://, pkg://: not checked here
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -219,9 +218,8 @@ def output_problems(config: Any) -> list[str]:
 
 def preflight(config: Any, gpus: int | None = None) -> None:
     """Raise :class:`PreflightError` with every problem found; return quietly when none."""
-    found = [f"{p}" for p in knob_problems(config.entropy_rl)]
+    found = config_problems(config)
     if not found:  # the rest reads knobs that must be valid first
-        found += combination_problems(config)
         found += model_problems(config)
         found += data_problems(config)
         found += layout_problems(config, gpus)
