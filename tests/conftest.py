@@ -77,6 +77,22 @@ def run_main(demo, workdir, *overrides, timeout=420, backend="cpu"):
     return p.returncode, p.stdout + p.stderr, read_steps(metrics)
 
 
+def assert_token_sets(step: int, m: dict) -> None:
+    """A SENT step's token sets as the worker's loss logged them, checked against the batch.
+
+    The worker trained on the driver's token sets (``selection: batch``). A step where every
+    group scored alike has A ≡ 0, so Cov ≡ 0 on T_low: the release's rule gives the tied tokens
+    β_low and the high-Cov set is empty; any other step has a non-empty one.
+    """
+    shown = {k: m[k] for k in m if "cov" in k or "low_entropy" in k or "critic/advantages" in k or "score/mean" in k}
+    assert m["actor/sent/low_entropy_frac"] > 0, (step, shown)
+    assert (m["actor/sent/high_cov_frac"] > 0) == (m["sent/batch_high_cov_frac"] > 0), (step, shown)
+    if max(m["critic/advantages/max"], -m["critic/advantages/min"]) > 1e-6:
+        assert m["actor/sent/high_cov_frac"] > 0, (step, shown)
+    else:
+        assert m["actor/sent/high_cov_frac"] == 0 and m["actor/sent/low_cov_frac"] > 0, (step, shown)
+
+
 def pytest_addoption(parser):
     parser.addoption("--soak", action="store_true", help="also run the long soak variants (= ENTROPY_RL_SOAK=1)")
 
