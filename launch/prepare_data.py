@@ -353,6 +353,11 @@ def normalize_gold(value: Any, name: str = "answer") -> str:
     why = gold_problem(None if value is _MISSING else value)
     if why is not None:
         raise _RowError(name, why)
+    return _gold_text(value, name)
+
+
+def _gold_text(value: Any, name: str) -> str:
+    """:func:`normalize_gold` of a gold that ``gold_problem`` accepted (items of a list included)."""
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         value = value.tolist()  # numpy scalar / array
     if isinstance(value, numbers.Integral):
@@ -361,7 +366,7 @@ def normalize_gold(value: Any, name: str = "answer") -> str:
         f = float(value)
         return str(int(f)) if f.is_integer() else repr(f)
     if isinstance(value, (list, tuple)):
-        return ", ".join(normalize_gold(v, name) for v in value)
+        return ", ".join(_gold_text(v, name) for v in value)
     s = value.strip()
     if "\\boxed" in s or "\\fbox" in s:
         # several boxes are one multi-valued gold, as the reward reads them (gold_answers)
